@@ -1,0 +1,18 @@
+# Helpers shared by lib/, apps/ and tests/.
+
+# Warnings for our own code only.
+function(secateur_warnings target)
+  target_compile_options(${target} PRIVATE -Wall -Wextra -Wno-unused-parameter)
+endfunction()
+
+# One precompiled <torch/torch.h> reused by every target that includes torch: a torch TU costs
+# ~14 s on 2 cores without it and ~6 s with it. REUSE_FROM needs identical compile options, so
+# every torch target goes through this function.
+add_library(secateur_torch_pch OBJECT ${CMAKE_SOURCE_DIR}/cmake/pch.cpp)
+target_link_libraries(secateur_torch_pch PUBLIC ${TORCH_LIBRARIES})
+target_precompile_headers(secateur_torch_pch PRIVATE <torch/torch.h> <torch/script.h>)
+secateur_warnings(secateur_torch_pch)
+
+function(secateur_use_torch_pch target)
+  target_precompile_headers(${target} REUSE_FROM secateur_torch_pch)
+endfunction()
