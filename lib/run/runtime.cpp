@@ -1,4 +1,4 @@
-#include "util/runtime.h"
+#include "run/runtime.h"
 
 #include <torch/torch.h>
 #include <torch/version.h>
