@@ -2,7 +2,7 @@
 
 # Warnings for our own code only.
 function(secateur_warnings target)
-  target_compile_options(${target} PRIVATE -Wall -Wextra -Wno-unused-parameter)
+  target_compile_options(${target} PRIVATE -Wall -Wextra -Wno-unused-parameter -Wno-maybe-uninitialized)
 endfunction()
 
 # One precompiled <torch/torch.h> reused by every target that includes torch: a torch TU costs

@@ -1,0 +1,54 @@
+#pragma once
+// A run directory holds everything one run produced:
+//   recipe.resolved.yaml  the validated recipe (includes and --set applied, defaults filled),
+//                         headed by the secateur version, git commit, LibTorch version, command
+//   log.txt               everything logged (also shown on the terminal)
+//   metrics.jsonl         one JSON object per event: stage, step, values, wall time
+//   report.json           the run's results so far, rewritten atomically after every stage
+//   checkpoints/          training checkpoints
+// A directory that already holds a run is never written into again unless the user says
+// --force (start over in it) or --resume (continue it). A lock file refuses concurrent runs.
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <string>
+
+namespace secateur::run {
+
+struct RunDirOptions {
+  bool force = false;
+  bool resume = false;
+};
+
+class RunDir {
+ public:
+  // Creates (or reopens, with force/resume) `path` and takes its lock. Throws UserError when the
+  // directory holds another run, is locked by a live process, or cannot be written.
+  RunDir(std::string path, RunDirOptions options);
+  ~RunDir();
+  RunDir(const RunDir&) = delete;
+  RunDir& operator=(const RunDir&) = delete;
+
+  const std::string& path() const { return path_; }
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+  std::string checkpoints() const { return file("checkpoints"); }
+
+  void write_resolved_recipe(const std::string& header_comment, const std::string& yaml) const;
+  void write_report(const nlohmann::json& report) const;
+  // Appends {"time": ISO-8601, "wall_s": seconds since the run began, ...event} to metrics.jsonl.
+  void log_event(nlohmann::json event) const;
+  double elapsed_seconds() const;
+
+  // "runs/<name>-20261124T101500Z"
+  static std::string default_path(const std::string& runs_root, const std::string& name);
+  static std::string utc_timestamp(bool compact);
+
+ private:
+  void take_lock();
+  std::string path_;
+  std::string lock_path_;
+  bool locked_ = false;
+  std::chrono::steady_clock::time_point start_;
+};
+
+}  // namespace secateur::run
