@@ -1,5 +1,7 @@
 #include "recipe/diagnostics.h"
 
+#include <algorithm>
+
 namespace secateur::recipe {
 
 std::string Diagnostic::str() const {
@@ -16,8 +18,24 @@ std::string describe_all(const std::vector<Diagnostic>& errors) {
 }
 }  // namespace
 
+// Errors read top to bottom: grouped by file (in the order files first appear), then by line and
+// column within a file, whatever order the checks found them in.
+std::vector<Diagnostic> in_reading_order(std::vector<Diagnostic> errors) {
+  std::vector<std::string> files;
+  for (const auto& d : errors)
+    if (std::find(files.begin(), files.end(), d.loc.file) == files.end()) files.push_back(d.loc.file);
+  auto file_rank = [&](const Diagnostic& d) { return std::find(files.begin(), files.end(), d.loc.file) - files.begin(); };
+  std::stable_sort(errors.begin(), errors.end(), [&](const Diagnostic& a, const Diagnostic& b) {
+    auto ra = file_rank(a), rb = file_rank(b);
+    if (ra != rb) return ra < rb;
+    if (a.loc.line != b.loc.line) return a.loc.line < b.loc.line;
+    return a.loc.column < b.loc.column;
+  });
+  return errors;
+}
+
 RecipeErrors::RecipeErrors(std::vector<Diagnostic> errors)
-    : UserError(describe_all(errors)), errors_(std::move(errors)) {}
+    : UserError(describe_all(in_reading_order(errors))), errors_(in_reading_order(std::move(errors))) {}
 
 void Diagnostics::throw_if_any() const {
   if (!items_.empty()) throw RecipeErrors(items_);

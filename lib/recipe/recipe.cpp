@@ -143,7 +143,8 @@ void set_at(Value& node, const Schema* schema, const std::vector<std::string>& s
   const std::string& seg = segs[i];
   const bool last = i + 1 == segs.size();
   const std::string here = strings::join(std::vector<std::string>(segs.begin(), segs.begin() + i), ".");
-  auto fail = [&](const std::string& why) { diags.error(loc, "--set " + shown + ": " + why); };
+  auto fail = [&](const std::string& why) { diags.error(loc, why); };  // loc already reads "--set KEY=VALUE"
+
   schema = map_like(schema);
   if (!schema) return fail("'" + seg + "' is not an option");
 
@@ -216,7 +217,7 @@ void apply_overrides(Value& root, const std::vector<std::string>& overrides, con
     SourceLoc loc{"--set " + arg, 0, 0};
     size_t eq = arg.find('=');
     if (eq == std::string::npos || eq == 0) {
-      diags.error(loc, "--set " + arg + ": expected KEY=VALUE, e.g. --set stages.1.prune.sparsity=0.5");
+      diags.error(loc, "expected KEY=VALUE, e.g. --set stages.1.prune.sparsity=0.5");
       continue;
     }
     const std::string key = arg.substr(0, eq);
@@ -224,7 +225,7 @@ void apply_overrides(Value& root, const std::vector<std::string>& overrides, con
     try {
       value = parse_yaml(arg.substr(eq + 1), "--set " + arg);
     } catch (const RecipeErrors& e) {
-      diags.error(loc, "--set " + arg + ": " + e.errors().front().message);
+      diags.error(loc, e.errors().front().message);
       continue;
     }
     // An empty map from an empty string means "null" (`--set x=`); relocate every node to the flag.
@@ -233,11 +234,15 @@ void apply_overrides(Value& root, const std::vector<std::string>& overrides, con
     bool empty_segment = false;
     for (const auto& s : segs) empty_segment |= s.empty();
     if (empty_segment) {
-      diags.error(loc, "--set " + arg + ": empty key segment in '" + key + "'");
+      diags.error(loc, "empty key segment in '" + key + "'");
       continue;
     }
     value.set_loc(loc);
-    set_at(root, &schema, segs, 0, value, arg, loc, diags);
+    // Work on a copy so that a bad path leaves no half-made keys behind.
+    Value updated = root;
+    const size_t errors_before = diags.size();
+    set_at(updated, &schema, segs, 0, value, arg, loc, diags);
+    if (diags.size() == errors_before) root = std::move(updated);
   }
 }
 
@@ -247,6 +252,9 @@ namespace {
 
 Recipe finish(Value raw, const std::string& path, std::vector<std::string> files,
               const std::vector<std::string>& overrides, const Schema& schema, Diagnostics& diags) {
+  // After a syntax error or a missing include the tree is partial: validating it would only add
+  // confusing follow-on errors.
+  diags.throw_if_any();
   if (!raw.has("name")) {
     std::string stem = fsys::path(path).stem().string();
     raw.set("name", Value::scalar(stem.empty() ? "run" : stem, {"default (file name)", 0, 0}));

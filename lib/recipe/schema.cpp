@@ -138,7 +138,7 @@ SchemaBuilder Schema::field(const std::string& name, SchemaPtr schema, std::stri
 
 SchemaBuilder Schema::field(const std::string& name, SchemaPtr schema, std::string doc,
                             const std::string& default_yaml) {
-  Value def = parse_yaml(default_yaml, "default of " + name);
+  Value def = parse_yaml(default_yaml, "default");
   if (def.is_map() && def.size() == 0 && default_yaml.find('{') == std::string::npos) def = Value::null();
   fields_.push_back({name, std::move(schema), std::move(doc), false, def});
   return shared_from_this();
@@ -188,6 +188,7 @@ std::string Schema::expected() const {
     case Type::String: return "a string";
     case Type::Enum: return "one of " + strings::join(choices_, ", ");
     case Type::List: {
+      if (element_->type_ == Type::OneKey) return "a list of " + element_->what_ + "s (each `- name: {options}`)";
       std::string e = element_->expected();
       if (strings::starts_with(e, "a ")) e = e.substr(2) + "s";
       else if (strings::starts_with(e, "an ")) e = e.substr(3) + "s";
@@ -316,7 +317,9 @@ Value Schema::validate_struct(const Value& v, const std::string& path, Diagnosti
   }
   std::vector<std::string> known;
   for (const auto& f : fields_) known.push_back(f.name);
-  Value out = Value::map(given.loc());
+  // Output keys follow the schema's order, not the user's: resolved recipes then read the same
+  // whoever wrote them, and equal recipes hash equal.
+  Value user = Value::map(given.loc());
   for (const auto& e : given.entries()) {
     const Field* f = find_field(e.key);
     if (!f) {
@@ -334,11 +337,15 @@ Value Schema::validate_struct(const Value& v, const std::string& path, Diagnosti
       if (f->required) diags.error(e.key_loc, join_path(path, e.key) + ": expected " + f->schema->expected() + ", got nothing");
       continue;  // explicit null = use the default
     }
-    out.entries().push_back({e.key, e.key_loc, f->schema->validate(e.value, join_path(path, e.key), diags)});
+    user.entries().push_back({e.key, e.key_loc, f->schema->validate(e.value, join_path(path, e.key), diags)});
   }
-  // Defaults in schema order after the user's keys.
+  Value out = Value::map(given.loc());
   for (const auto& f : fields_) {
-    if (out.has(f.name)) continue;
+    if (const Value* mine = user.find(f.name)) {
+      for (const auto& e : user.entries())
+        if (e.key == f.name) out.entries().push_back({e.key, e.key_loc, *mine});
+      continue;
+    }
     if (f.required) {
       std::string where = path.empty() ? "the recipe" : path;
       diags.error(given.loc(), "missing required key '" + f.name + "' in " + where + " (expected " +
