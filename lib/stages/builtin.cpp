@@ -1,6 +1,7 @@
 #include "stages/builtin.h"
 
 #include "stages/sections.h"
+#include "stages/stage_kinds.h"
 
 namespace secateur::stages {
 
@@ -8,6 +9,8 @@ const recipe::Registry& registry() {
   static const recipe::Registry instance = [] {
     recipe::Registry r;
     register_sections(r);
+    register_inspect(r);
+    register_export(r);
     return r;
   }();
   return instance;

@@ -1,0 +1,10 @@
+#pragma once
+// One registration function per stage kind; builtin.cpp calls them all.
+#include "recipe/registry.h"
+
+namespace secateur::stages {
+
+void register_inspect(recipe::Registry& registry);
+void register_export(recipe::Registry& registry);
+
+}  // namespace secateur::stages
