@@ -1,0 +1,92 @@
+#include "model/functional.h"
+
+#include "util/error.h"
+
+namespace secateur::model::fn {
+
+torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
+  return torch::nn::functional::linear(x, w, b);
+}
+
+torch::Tensor activation(const torch::Tensor& x, const std::string& name) {
+  if (name == "gelu") return torch::gelu(x);
+  if (name == "gelu_new" || name == "gelu_pytorch_tanh" || name == "gelu_fast") return torch::gelu(x, "tanh");
+  if (name == "silu" || name == "swish") return torch::silu(x);
+  if (name == "relu") return torch::relu(x);
+  throw UserError("activation \"" + name + "\" is not supported");
+}
+
+HiddenGate HiddenGate::from(const Gates* gates, torch::ScalarType dtype) {
+  HiddenGate h;
+  if (gates == nullptr || !gates->hidden.defined()) return h;
+  h.gate = gates->hidden.to(dtype);
+  h.active = torch::nonzero(gates->hidden.detach() != 0).flatten();
+  h.all_active = h.active.numel() == gates->hidden.numel();
+  return h;
+}
+
+torch::Tensor apply_hidden(const torch::Tensor& x, const HiddenGate& hidden) {
+  return hidden.defined() ? x * hidden.gate : x;
+}
+
+torch::Tensor layer_norm(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b, double eps,
+                         const HiddenGate& hidden) {
+  if (!hidden.defined()) return torch::layer_norm(x, {x.size(-1)}, w, b, eps);
+  if (hidden.all_active) return torch::layer_norm(x, {x.size(-1)}, w, b, eps) * hidden.gate;
+  // Normalise the surviving dims as the pruned model would; the gated dims stay zero.
+  const int64_t last = x.dim() - 1;
+  const torch::Tensor kept = torch::layer_norm(x.index_select(last, hidden.active), {hidden.active.numel()},
+                                               w.index_select(0, hidden.active), b.index_select(0, hidden.active), eps);
+  return torch::zeros_like(x).index_copy(last, hidden.active, kept) * hidden.gate;
+}
+
+torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& w, double eps, const HiddenGate& hidden) {
+  const torch::Tensor xf = x.to(torch::kFloat32);
+  const bool partial = hidden.defined() && !hidden.all_active;
+  const torch::Tensor seen = partial ? xf.index_select(x.dim() - 1, hidden.active) : xf;
+  const torch::Tensor variance = seen.pow(2).mean(-1, /*keepdim=*/true);
+  const torch::Tensor y = w * (xf * torch::rsqrt(variance + eps)).to(x.scalar_type());
+  return hidden.defined() ? y * hidden.gate : y;
+}
+
+torch::Tensor scale(const torch::Tensor& x, const torch::Tensor& gate) {
+  if (!gate.defined()) return x;
+  return x * gate.to(x.scalar_type());
+}
+
+torch::Tensor product(const torch::Tensor& a, const torch::Tensor& b) {
+  if (!a.defined()) return b;
+  if (!b.defined()) return a;
+  return a * b;
+}
+
+torch::Tensor residual(const torch::Tensor& x, const torch::Tensor& branch, const torch::Tensor& gate) {
+  return x + scale(branch, gate.defined() ? gate.reshape({}) : gate);
+}
+
+torch::Tensor interpolate(const torch::Tensor& x, const torch::Tensor& f, const torch::Tensor& gate) {
+  if (!gate.defined()) return f;
+  const torch::Tensor g = gate.reshape({}).to(x.scalar_type());
+  return f * g + x * (1 - g);
+}
+
+torch::Tensor dropout(const torch::Tensor& x, double p, bool training) {
+  if (!training || p <= 0.0) return x;
+  return torch::dropout(x, p, training);
+}
+
+torch::Tensor pool_last_token(const torch::Tensor& logits, const torch::Tensor& input_ids,
+                              const torch::Tensor& attention_mask, std::optional<int64_t> pad_token_id) {
+  const int64_t batch = logits.size(0);
+  const int64_t seq_len = logits.size(1);
+  torch::Tensor keep;
+  if (pad_token_id) keep = input_ids.ne(*pad_token_id);
+  else if (attention_mask.defined()) keep = attention_mask.ne(0);
+  else keep = torch::ones({batch, seq_len}, input_ids.options().dtype(torch::kBool));
+  const torch::Tensor positions = torch::arange(seq_len, input_ids.options().dtype(torch::kLong));
+  const torch::Tensor last = (positions * keep.to(torch::kLong).to(positions.device())).argmax(-1);
+  const torch::Tensor rows = torch::arange(batch, last.options());
+  return logits.index({rows.to(logits.device()), last.to(logits.device())});
+}
+
+}  // namespace secateur::model::fn

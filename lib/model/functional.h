@@ -1,0 +1,60 @@
+#pragma once
+// Stateless building blocks shared by the model families: projections, activations, norms and
+// the gate arithmetic. Weights are passed in, so a layer reads like its equations.
+#include <torch/torch.h>
+
+#include <optional>
+#include <string>
+
+#include "model/gates.h"
+
+namespace secateur::model::fn {
+
+// x·Wᵀ + b (nn.Linear layout [out, in]); `b` may be undefined.
+torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b = {});
+
+// HF's hidden_act by name: gelu (erf), gelu_new / gelu_pytorch_tanh / gelu_fast (tanh), silu, relu.
+torch::Tensor activation(const torch::Tensor& x, const std::string& name);
+
+// The hidden-dim gate of one forward pass, with the active dims (gate ≠ 0) found once: norms
+// normalise over those dims only, so a gate at 0 behaves exactly like a deleted hidden dim.
+struct HiddenGate {
+  torch::Tensor gate;    // [hidden] in the compute dtype; undefined when absent
+  torch::Tensor active;  // int64 indices of the non-zero entries
+  bool all_active = true;
+
+  static HiddenGate from(const Gates* gates, torch::ScalarType dtype);
+  bool defined() const { return gate.defined(); }
+};
+
+// x·z over the last dim when a hidden gate is present, else x itself (no multiply by ones).
+torch::Tensor apply_hidden(const torch::Tensor& x, const HiddenGate& hidden);
+
+// LayerNorm over the active hidden dims, then the hidden gate.
+torch::Tensor layer_norm(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b, double eps,
+                         const HiddenGate& hidden = {});
+
+// HF's LlamaRMSNorm: statistics in fp32, the weight applied in the input dtype.
+torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& w, double eps, const HiddenGate& hidden = {});
+
+// x·g for an optional gate g broadcast over the last dim ([n]) or a scalar; g in x's dtype.
+torch::Tensor scale(const torch::Tensor& x, const torch::Tensor& gate);
+
+// a·b for optional scalars: the one that is defined, or undefined when neither is.
+torch::Tensor product(const torch::Tensor& a, const torch::Tensor& b);
+
+// Pre-LN residual: x + g·branch (x + branch without a gate). Exact at g = 0 and g = 1.
+torch::Tensor residual(const torch::Tensor& x, const torch::Tensor& branch, const torch::Tensor& gate);
+
+// Post-LN interpolation g·f + (1 − g)·x, i.e. x + g·(f − x), exact at g = 0 and g = 1.
+torch::Tensor interpolate(const torch::Tensor& x, const torch::Tensor& f, const torch::Tensor& gate);
+
+torch::Tensor dropout(const torch::Tensor& x, double p, bool training);
+
+// Decoder sequence classification: each row's logits [B, T, L] at its last real token, as HF
+// pools: the last token that is not pad_token_id; without a pad id, the last one the attention
+// mask keeps (HF refuses batches there). Returns [B, L].
+torch::Tensor pool_last_token(const torch::Tensor& logits, const torch::Tensor& input_ids,
+                              const torch::Tensor& attention_mask, std::optional<int64_t> pad_token_id);
+
+}  // namespace secateur::model::fn

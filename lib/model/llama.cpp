@@ -1,0 +1,141 @@
+#include "model/llama.h"
+
+#include "util/error.h"
+
+namespace secateur::model {
+
+LlamaModel::LlamaModel(const ModelConfig& config, torch::TensorOptions options) : Model(config, options) {
+  const ModelConfig& c = config_;
+  const bool has_head = c.task != Task::base;
+  set_base_prefix("model.");
+  const std::string p = has_head ? "model." : "";
+  embed_tokens_ = param(p + "embed_tokens.weight", {c.vocab_size, c.hidden_size});
+  for (int64_t l = 0; l < c.num_layers; ++l) layers_.push_back(make_layer(l));
+  final_norm_ = param(p + "norm.weight", {c.hidden_size}, Init::ones);
+  if (c.task == Task::causal_lm) {
+    if (c.tie_word_embeddings) {
+      lm_head_ = embed_tokens_;
+      tie("lm_head.weight", p + "embed_tokens.weight");
+    } else {
+      lm_head_ = param("lm_head.weight", {c.vocab_size, c.hidden_size});
+    }
+  } else if (c.task == Task::sequence_classification) {
+    score_ = param("score.weight", {c.num_labels, c.hidden_size});
+  } else if (c.task != Task::base) {
+    throw UserError("config.json: " + c.model_type + " has no " + to_string(c.task) + " head");
+  }
+  ignore_suffix("rotary_emb.inv_freq");
+  ignore_suffix("rotary_emb.original_inv_freq");
+  inv_freq_ = rope_inv_freq(c);
+}
+
+LlamaModel::Layer LlamaModel::make_layer(int64_t l) {
+  const ModelConfig& c = config_;
+  const LayerShape& s = c.layers[l];
+  const std::string p = (c.task != Task::base ? "model.layers." : "layers.") + std::to_string(l) + ".";
+  const int64_t hidden = c.hidden_size;
+  auto bias = [&](bool present, const std::string& name, int64_t n) {
+    return present ? param(p + name, {n}, Init::zeros) : torch::Tensor();
+  };
+  Layer layer;
+  if (s.has_attention) {
+    const int64_t q = c.q_width(l), kv = c.kv_width(l);
+    layer.attn_norm = param(p + "input_layernorm.weight", {hidden}, Init::ones);
+    Attention& a = layer.attn;
+    a.q_w = param(p + "self_attn.q_proj.weight", {q, hidden});
+    a.q_b = bias(c.qkv_bias, "self_attn.q_proj.bias", q);
+    a.k_w = param(p + "self_attn.k_proj.weight", {kv, hidden});
+    a.k_b = bias(c.qkv_bias, "self_attn.k_proj.bias", kv);
+    a.v_w = param(p + "self_attn.v_proj.weight", {kv, hidden});
+    a.v_b = bias(c.qkv_bias, "self_attn.v_proj.bias", kv);
+    a.o_w = param(p + "self_attn.o_proj.weight", {hidden, q});
+    a.o_b = bias(c.o_bias, "self_attn.o_proj.bias", hidden);
+  }
+  if (s.has_mlp) {
+    const int64_t n = s.intermediate;
+    layer.mlp_norm = param(p + "post_attention_layernorm.weight", {hidden}, Init::ones);
+    Mlp& m = layer.mlp;
+    m.gate_w = param(p + "mlp.gate_proj.weight", {n, hidden});
+    m.gate_b = bias(c.mlp_bias, "mlp.gate_proj.bias", n);
+    m.up_w = param(p + "mlp.up_proj.weight", {n, hidden});
+    m.up_b = bias(c.mlp_bias, "mlp.up_proj.bias", n);
+    m.down_w = param(p + "mlp.down_proj.weight", {hidden, n});
+    m.down_b = bias(c.mlp_bias, "mlp.down_proj.bias", hidden);
+  }
+  return layer;
+}
+
+torch::Tensor LlamaModel::attention_branch(int64_t l, const torch::Tensor& x, const Pass& pass) const {
+  const ModelConfig& c = config_;
+  const LayerShape& s = c.layers[l];
+  const Attention& a = layers_[l].attn;
+  const torch::Tensor h = fn::rms_norm(x, layers_[l].attn_norm, c.norm_eps, pass.hidden);
+  const torch::Tensor q = apply_rope(split_heads(fn::linear(h, a.q_w, a.q_b), s.num_heads, c.head_dim), pass.rope);
+  const torch::Tensor k = apply_rope(split_heads(fn::linear(h, a.k_w, a.k_b), s.num_kv_heads, c.head_dim), pass.rope);
+  const torch::Tensor v = split_heads(fn::linear(h, a.v_w, a.v_b), s.num_kv_heads, c.head_dim);
+  const AttentionMask& mask = c.sliding_layers[l] ? pass.sliding_mask : pass.mask;
+  const double dropout = is_training() ? c.attention_dropout : 0.0;
+  const torch::Tensor context = attention(q, k, v, mask, head_gate(pass.gates, l, s), dropout, pass.exact);
+  return fn::apply_hidden(fn::linear(context, a.o_w, a.o_b), pass.hidden);
+}
+
+// down(act(gate(h)) · up(h)), each neuron's activation scaled by its gate.
+torch::Tensor LlamaModel::mlp_branch(int64_t l, const torch::Tensor& x, const Pass& pass) const {
+  const ModelConfig& c = config_;
+  const Mlp& m = layers_[l].mlp;
+  const torch::Tensor h = fn::rms_norm(x, layers_[l].mlp_norm, c.norm_eps, pass.hidden);
+  const torch::Tensor neurons = fn::activation(fn::linear(h, m.gate_w, m.gate_b), c.activation) * fn::linear(h, m.up_w, m.up_b);
+  const torch::Tensor gated = pass.gates ? fn::scale(neurons, Gates::at(pass.gates->ffn, l)) : neurons;
+  return fn::apply_hidden(fn::linear(gated, m.down_w, m.down_b), pass.hidden);
+}
+
+torch::Tensor LlamaModel::layer_forward(int64_t l, torch::Tensor x, const Pass& pass) const {
+  const LayerShape& s = config_.layers[l];
+  const Gates* g = pass.gates;
+  const torch::Tensor layer_gate = g ? Gates::at(g->layer, l) : torch::Tensor();
+  if (s.has_attention)
+    x = fn::residual(x, attention_branch(l, x, pass), fn::product(layer_gate, g ? Gates::at(g->attn_block, l) : torch::Tensor()));
+  if (s.has_mlp)
+    x = fn::residual(x, mlp_branch(l, x, pass), fn::product(layer_gate, g ? Gates::at(g->mlp_block, l) : torch::Tensor()));
+  return x;
+}
+
+torch::Tensor LlamaModel::head(const torch::Tensor& last, const torch::Tensor& input_ids,
+                               const torch::Tensor& attention_mask) const {
+  switch (config_.task) {
+    case Task::causal_lm: return fn::linear(last, lm_head_);
+    case Task::sequence_classification:
+      return fn::pool_last_token(fn::linear(last, score_), input_ids, attention_mask, config_.pad_token_id);
+    default: return last;
+  }
+}
+
+ForwardOutput LlamaModel::forward(const torch::Tensor& input_ids_in, const torch::Tensor& attention_mask,
+                                  const Gates* gates, const ForwardOptions& options) {
+  const ModelConfig& c = config_;
+  if (gates) gates->validate(c);
+  const torch::Tensor input_ids = input_ids_in.to(device());
+  const int64_t seq_len = input_ids.size(1);
+  const torch::ScalarType dtype = this->dtype();
+  Pass pass;
+  pass.gates = gates;
+  pass.hidden = fn::HiddenGate::from(gates, dtype);
+  pass.exact = options.exact_attention;
+  pass.mask = AttentionMask::build(attention_mask, seq_len, true, 0, dtype, device());
+  if (c.sliding_window > 0)
+    pass.sliding_mask = AttentionMask::build(attention_mask, seq_len, true, c.sliding_window, dtype, device());
+  pass.rope = rope_tables(inv_freq_.to(device()), seq_len, dtype);
+
+  ForwardOutput out;
+  torch::Tensor x = fn::apply_hidden(torch::embedding(embed_tokens_, input_ids), pass.hidden);
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    if (options.output_hidden_states) out.hidden_states.push_back(x);
+    x = layer_forward(l, x, pass);
+  }
+  out.last_hidden = fn::rms_norm(x, final_norm_, c.norm_eps, pass.hidden);
+  if (options.output_hidden_states) out.hidden_states.push_back(out.last_hidden);
+  out.logits = head(out.last_hidden, input_ids, attention_mask);
+  return out;
+}
+
+}  // namespace secateur::model

@@ -1,0 +1,55 @@
+#pragma once
+// Llama, Mistral and Qwen2: pre-RMSNorm decoder with rotary positions, grouped-query attention
+// (optional q/k/v bias for Qwen2) and a SwiGLU MLP, as in transformers' modeling_llama.py.
+#include "model/attention.h"
+#include "model/functional.h"
+#include "model/model.h"
+#include "model/rope.h"
+
+namespace secateur::model {
+
+class LlamaModel : public Model {
+ public:
+  LlamaModel(const ModelConfig& config, torch::TensorOptions options);
+
+  ForwardOutput forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask = {},
+                        const Gates* gates = nullptr, const ForwardOptions& options = {}) override;
+
+ private:
+  struct Attention {
+    torch::Tensor q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b;
+  };
+  struct Mlp {
+    torch::Tensor gate_w, gate_b, up_w, up_b, down_w, down_b;
+  };
+  struct Layer {
+    torch::Tensor attn_norm;  // input_layernorm
+    Attention attn;
+    torch::Tensor mlp_norm;   // post_attention_layernorm
+    Mlp mlp;
+  };
+  // What every layer of one forward pass shares.
+  struct Pass {
+    const Gates* gates = nullptr;
+    fn::HiddenGate hidden;
+    AttentionMask mask;
+    AttentionMask sliding_mask;
+    RopeTables rope;
+    bool exact = false;
+  };
+
+  Layer make_layer(int64_t l);
+  torch::Tensor attention_branch(int64_t l, const torch::Tensor& x, const Pass& pass) const;
+  torch::Tensor mlp_branch(int64_t l, const torch::Tensor& x, const Pass& pass) const;
+  torch::Tensor layer_forward(int64_t l, torch::Tensor x, const Pass& pass) const;
+  torch::Tensor head(const torch::Tensor& last, const torch::Tensor& input_ids, const torch::Tensor& attention_mask) const;
+
+  torch::Tensor embed_tokens_;
+  std::vector<Layer> layers_;
+  torch::Tensor final_norm_;
+  torch::Tensor lm_head_;  // the embedding matrix itself when tied
+  torch::Tensor score_;    // sequence classification
+  torch::Tensor inv_freq_;  // fp32 on CPU, as HF computes it; moved per pass
+};
+
+}  // namespace secateur::model

@@ -1,0 +1,218 @@
+#include "model/model.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <set>
+
+#include "model/bert.h"
+#include "model/gpt2.h"
+#include "model/llama.h"
+#include "util/error.h"
+#include "util/log.h"
+
+namespace secateur::model {
+
+namespace {
+
+std::string shape_string(at::IntArrayRef sizes) {
+  std::string s = "[";
+  for (size_t i = 0; i < sizes.size(); ++i) s += (i ? ", " : "") + std::to_string(sizes[i]);
+  return s + "]";
+}
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// torch::nn::Module forbids dots in parameter names; the HF name is kept in Model::names_.
+std::string module_name(std::string name) {
+  std::replace(name.begin(), name.end(), '.', '/');
+  return name;
+}
+
+std::string joined(const std::vector<std::string>& names, size_t limit = 8) {
+  std::string s;
+  for (size_t i = 0; i < names.size() && i < limit; ++i) s += (i ? ", " : "") + names[i];
+  if (names.size() > limit) s += ", … (" + std::to_string(names.size()) + " in all)";
+  return s;
+}
+
+}  // namespace
+
+Model::Model(ModelConfig config, torch::TensorOptions options)
+    : config_(std::move(config)), options_(options.requires_grad(false)) {}
+
+torch::Tensor Model::param(const std::string& hf_name, std::vector<int64_t> shape, Init init) {
+  torch::Tensor t = register_parameter(module_name(hf_name), torch::empty(shape, options_));
+  index_[hf_name] = names_.size();
+  names_.push_back(hf_name);
+  tensors_.push_back(t);
+  inits_.push_back(init);
+  return t;
+}
+
+torch::Tensor Model::hf_parameter(const std::string& name) const {
+  const auto it = index_.find(name);
+  if (it == index_.end()) throw UserError("model has no parameter '" + name + "'");
+  return tensors_[it->second];
+}
+
+torch::ScalarType Model::dtype() const { return tensors_.empty() ? torch::kFloat32 : tensors_[0].scalar_type(); }
+torch::Device Model::device() const { return tensors_.empty() ? torch::Device(torch::kCPU) : tensors_[0].device(); }
+
+void Model::init_weights() {
+  const double std = config_.raw.value("initializer_range", 0.02);
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < tensors_.size(); ++i) {
+    switch (inits_[i]) {
+      case Init::normal: tensors_[i].normal_(0.0, std); break;
+      case Init::ones: tensors_[i].fill_(1.0); break;
+      case Init::zeros: tensors_[i].zero_(); break;
+    }
+  }
+}
+
+bool Model::ignored(const std::string& name) const {
+  if (aliases_.count(name)) return true;
+  return std::any_of(ignored_suffixes_.begin(), ignored_suffixes_.end(),
+                     [&](const std::string& s) { return ends_with(name, s); });
+}
+
+// A weight's name in the file: exact, with or without the backbone prefix, or a tied alias.
+const torch::Tensor* Model::find_weight(const io::TensorMap& weights, const std::string& name,
+                                        std::string* found) const {
+  std::vector<std::string> candidates{name};
+  const std::string& p = base_prefix_;
+  if (!p.empty()) {
+    if (name.rfind(p, 0) == 0) candidates.push_back(name.substr(p.size()));
+    else candidates.push_back(p + name);
+  }
+  for (const auto& [alias, canonical] : aliases_)
+    if (canonical == name) candidates.push_back(alias);
+  for (const std::string& c : candidates) {
+    const auto it = weights.find(c);
+    if (it != weights.end()) {
+      *found = c;
+      return &it->second;
+    }
+  }
+  return nullptr;
+}
+
+LoadReport Model::load_state(const io::TensorMap& weights, const std::string& source) {
+  LoadReport report;
+  std::set<std::string> used;
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < names_.size(); ++i) {
+    std::string found;
+    const torch::Tensor* w = find_weight(weights, names_[i], &found);
+    if (w == nullptr) {
+      report.missing.push_back(names_[i]);
+      continue;
+    }
+    used.insert(found);
+    if (!w->is_floating_point())
+      throw UserError(source + ": tensor '" + found + "' has dtype " + std::string(c10::toString(w->scalar_type())) +
+                      ", expected a floating-point type (float32, bfloat16 or float16)");
+    if (w->sizes() != tensors_[i].sizes())
+      throw UserError(source + ": tensor '" + found + "' has shape " + shape_string(w->sizes()) + ", expected " +
+                      shape_string(tensors_[i].sizes()) + " from the config");
+    tensors_[i].copy_(*w);
+  }
+  for (const auto& [name, tensor] : weights)
+    if (!used.count(name) && !ignored(name)) report.unexpected.push_back(name);
+  return report;
+}
+
+io::TensorMap Model::state_dict_hf() const {
+  io::TensorMap out;
+  for (size_t i = 0; i < names_.size(); ++i) out[names_[i]] = tensors_[i].detach();
+  return out;
+}
+
+std::shared_ptr<Model> build_model(const ModelConfig& config, const torch::TensorOptions& options) {
+  std::shared_ptr<Model> model;
+  switch (config.family) {
+    case Family::encoder: model = std::make_shared<EncoderModel>(config, options); break;
+    case Family::gpt2: model = std::make_shared<Gpt2Model>(config, options); break;
+    case Family::llama: model = std::make_shared<LlamaModel>(config, options); break;
+  }
+  model->init_weights();
+  return model;
+}
+
+torch::ScalarType parse_dtype(const std::string& name) {
+  if (name == "float32" || name == "fp32" || name == "float") return torch::kFloat32;
+  if (name == "bfloat16" || name == "bf16") return torch::kBFloat16;
+  if (name == "float16" || name == "fp16" || name == "half") return torch::kHalf;
+  throw UserError("dtype \"" + name + "\" is not supported (expected float32, bfloat16 or float16)");
+}
+
+std::string dtype_name(torch::ScalarType dtype) {
+  switch (dtype) {
+    case torch::kFloat32: return "float32";
+    case torch::kBFloat16: return "bfloat16";
+    case torch::kHalf: return "float16";
+    default: return c10::toString(dtype);
+  }
+}
+
+namespace {
+
+torch::Device parse_device(const std::string& device) {
+  if (device != "cpu" && device != "cuda" && device.rfind("cuda:", 0) != 0)
+    throw UserError("device \"" + device + "\" is not supported (expected cpu, cuda or cuda:N)");
+  if (device != "cpu" && !torch::cuda::is_available())
+    throw UserError("device \"" + device + "\" requested, but CUDA is not available");
+  try {
+    return torch::Device(device);
+  } catch (const c10::Error&) {
+    throw UserError("device \"" + device + "\" is not a valid device (expected cpu, cuda or cuda:N)");
+  }
+}
+
+// The dtype a checkpoint's weights come in: the most common floating dtype among them.
+torch::ScalarType weights_dtype(const io::TensorMap& weights) {
+  std::map<torch::ScalarType, size_t> counts;
+  for (const auto& [name, t] : weights)
+    if (t.is_floating_point()) ++counts[t.scalar_type()];
+  if (counts.empty()) return torch::kFloat32;
+  return std::max_element(counts.begin(), counts.end(), [](auto& a, auto& b) { return a.second < b.second; })->first;
+}
+
+}  // namespace
+
+std::shared_ptr<Model> load_model(const std::string& path, const LoadOptions& options) {
+  namespace stdfs = std::filesystem;
+  if (!stdfs::exists(path)) throw UserError(path + ": no such file or directory");
+  const stdfs::path dir = stdfs::is_directory(path) ? stdfs::path(path) : stdfs::path(path).parent_path();
+  const std::string config_path = (dir / "config.json").string();
+  if (!stdfs::exists(config_path))
+    throw UserError(path + ": no config.json " + (stdfs::is_directory(path) ? "in this directory" : "beside this file"));
+  const ModelConfig config = ModelConfig::load(config_path);
+  const torch::Device device = parse_device(options.device);
+  const io::TensorMap weights = io::load_weights(path);
+
+  torch::ScalarType dtype = weights_dtype(weights);
+  if (!config.torch_dtype.empty() && config.torch_dtype != "auto") dtype = parse_dtype(config.torch_dtype);
+  if (options.dtype) dtype = *options.dtype;
+
+  std::shared_ptr<Model> model;
+  const auto tensor_options = torch::TensorOptions().dtype(dtype).device(device);
+  switch (config.family) {
+    case Family::encoder: model = std::make_shared<EncoderModel>(config, tensor_options); break;
+    case Family::gpt2: model = std::make_shared<Gpt2Model>(config, tensor_options); break;
+    case Family::llama: model = std::make_shared<LlamaModel>(config, tensor_options); break;
+  }
+  const LoadReport report = model->load_state(weights, path);
+  if (!report.missing.empty())
+    throw UserError(path + ": " + std::to_string(report.missing.size()) +
+                    " tensor(s) required by config.json are missing: " + joined(report.missing));
+  if (!report.unexpected.empty())
+    log::warn(path + ": ignoring " + std::to_string(report.unexpected.size()) +
+              " tensor(s) the model does not use: " + joined(report.unexpected));
+  model->eval();
+  return model;
+}
+
+}  // namespace secateur::model

@@ -1,0 +1,121 @@
+#pragma once
+// The model interface every family implements, and the loader.
+//
+// Parameters are registered under their Hugging Face names and in HF's own layouts (GPT-2's
+// Conv1D weights stay [in, out] and are applied as x·W + b, as HF does), so `hf_parameter(name)`
+// is at once the live tensor, the tensor in the checkpoint, and what a ParamSlice indexes.
+// Tied copies (lm_head ↔ word embeddings, MLM decoder bias) exist once; they are accepted on load
+// and left out on save, as save_pretrained does.
+#include <torch/torch.h>
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "io/weights.h"
+#include "model/config.h"
+#include "model/gates.h"
+
+namespace secateur::model {
+
+struct ForwardOptions {
+  bool output_hidden_states = false;
+  torch::Tensor token_type_ids;   // encoder only, [B, T]; zeros when undefined
+  bool exact_attention = false;   // matmul-softmax even where fused SDPA exists
+};
+
+struct ForwardOutput {
+  // masked_lm / causal_lm: [B, T, vocab]; sequence_classification: [B, num_labels];
+  // base: the last hidden state.
+  torch::Tensor logits;
+  // As HF's output_hidden_states: the embedding output, then each layer's output, the last one
+  // after the final norm for decoders. Filled only when asked for.
+  std::vector<torch::Tensor> hidden_states;
+  torch::Tensor last_hidden;      // HF's last_hidden_state (after the final norm for decoders)
+};
+
+struct LoadReport {
+  std::vector<std::string> missing;     // required by the config, absent from the weights
+  std::vector<std::string> unexpected;  // present but unused (tied copies and HF buffers excluded)
+};
+
+class Model : public torch::nn::Module {
+ public:
+  const ModelConfig& config() const { return config_; }
+
+  virtual ForwardOutput forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask = {},
+                                const Gates* gates = nullptr, const ForwardOptions& options = {}) = 0;
+
+  // Copies HF-named tensors into the parameters (converting dtype and device). A tensor whose
+  // shape differs from what the config implies, or that is not floating point, throws UserError
+  // naming `source` and the tensor. Missing and unexpected names are reported, not thrown.
+  LoadReport load_state(const io::TensorMap& weights, const std::string& source = "weights");
+
+  // Every parameter under its HF name and layout (detached views of the live tensors; clone
+  // before editing). Tied copies are left out, as save_pretrained does.
+  io::TensorMap state_dict_hf() const;
+
+  const std::vector<std::string>& hf_names() const { return names_; }
+  bool has_hf_parameter(const std::string& name) const { return index_.count(name) > 0; }
+  torch::Tensor hf_parameter(const std::string& name) const;  // the live parameter; UserError if unknown
+  // Names HF checkpoints may use for one of our parameters (tied copies): alias → canonical name.
+  const std::map<std::string, std::string>& tied_aliases() const { return aliases_; }
+
+  torch::ScalarType dtype() const;
+  torch::Device device() const;
+
+  // Hugging Face's initialisation: normal(0, initializer_range) matrices and embeddings, ones
+  // for norm weights, zeros for biases. Uses torch's global generator.
+  void init_weights();
+
+ protected:
+  enum class Init { normal, ones, zeros };
+
+  Model(ModelConfig config, torch::TensorOptions options);
+  // Registers one parameter under its HF name.
+  torch::Tensor param(const std::string& hf_name, std::vector<int64_t> shape, Init init = Init::normal);
+  void tie(const std::string& alias, const std::string& canonical) { aliases_[alias] = canonical; }
+  // HF checkpoints may carry buffers (causal masks, position ids, rotary tables) we recompute.
+  void ignore_suffix(const std::string& suffix) { ignored_suffixes_.push_back(suffix); }
+  // The backbone's prefix in task checkpoints ("bert.", "transformer.", "model."): a base model
+  // reads task checkpoints and vice versa, as from_pretrained does.
+  void set_base_prefix(const std::string& prefix) { base_prefix_ = prefix; }
+  const std::string& base_prefix() const { return base_prefix_; }
+
+  ModelConfig config_;
+
+ private:
+  const torch::Tensor* find_weight(const io::TensorMap& weights, const std::string& name, std::string* found) const;
+  bool ignored(const std::string& name) const;
+
+  torch::TensorOptions options_;
+  std::vector<std::string> names_;
+  std::vector<torch::Tensor> tensors_;
+  std::vector<Init> inits_;
+  std::map<std::string, size_t> index_;
+  std::map<std::string, std::string> aliases_;
+  std::vector<std::string> ignored_suffixes_;
+  std::string base_prefix_;
+};
+
+// A model of `config` with HF-style random weights (dtype and device from `options`).
+std::shared_ptr<Model> build_model(const ModelConfig& config,
+                                   const torch::TensorOptions& options = torch::TensorOptions());
+
+struct LoadOptions {
+  std::string device = "cpu";                 // cpu, cuda, cuda:N
+  std::optional<torch::ScalarType> dtype;     // default: config torch_dtype, else the weights' dtype
+};
+
+// Loads a model from a directory (config.json + model.safetensors, a sharded index, or model.pt),
+// or from a weights file (.safetensors or TorchScript .pt) whose config.json sits beside it.
+// Missing tensors and shape mismatches throw UserError; unexpected tensors are logged.
+std::shared_ptr<Model> load_model(const std::string& path, const LoadOptions& options = {});
+
+// "float32" / "bfloat16" / "float16" (also "fp32", "bf16", "fp16") → dtype; UserError otherwise.
+torch::ScalarType parse_dtype(const std::string& name);
+std::string dtype_name(torch::ScalarType dtype);
+
+}  // namespace secateur::model

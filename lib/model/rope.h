@@ -1,0 +1,25 @@
+#pragma once
+// Rotary position embeddings, computed exactly as Hugging Face does (rotate_half convention:
+// the two halves of each head's dims form the rotated pairs).
+#include <torch/torch.h>
+
+#include "model/config.h"
+
+namespace secateur::model {
+
+// HF's inv_freq: 1 / θ^(2i/d) for i < d/2 in fp32, then the config's scaling ("linear" divides
+// by factor; "llama3" divides the low frequencies by factor and blends the middle band).
+torch::Tensor rope_inv_freq(const ModelConfig& config);
+
+// cos and sin of position·inv_freq, each [T, head_dim] (the frequencies repeated over both halves),
+// computed in fp32 and cast to `dtype` as HF does.
+struct RopeTables {
+  torch::Tensor cos;
+  torch::Tensor sin;
+};
+RopeTables rope_tables(const torch::Tensor& inv_freq, int64_t seq_len, torch::ScalarType dtype);
+
+// x·cos + rotate_half(x)·sin for x [B, H, T, d].
+torch::Tensor apply_rope(const torch::Tensor& x, const RopeTables& tables);
+
+}  // namespace secateur::model
