@@ -35,7 +35,7 @@ TEST_P(FixtureTest, SafetensorsMatchesHuggingFace) {
   const std::string name = GetParam();
   const std::shared_ptr<Model> model = load_model(fixture(name));
   EXPECT_EQ(model->dtype(), torch::kFloat32);
-  expect_matches_reference(*model, name, 1e-12, false);
+  expect_matches_reference(*model, name, 1e-4, false);
 }
 
 TEST_P(FixtureTest, ExactAttentionMatchesHuggingFace) {
@@ -76,8 +76,8 @@ TEST(Fixtures, Bfloat16WeightsRunInBfloat16) {
   EXPECT_EQ(out.logits.scalar_type(), torch::kBFloat16);
   // bf16 keeps 8 bits of mantissa: logits of magnitude ~4 round to steps of ~0.03, and two
   // implementations may round differently along the way.
-  EXPECT_LE(max_diff_on_tokens(out.logits, ref.logits, ref.attention_mask), 1e-12);
-  EXPECT_LE(max_diff_on_tokens(out.last_hidden, ref.last_hidden_state, ref.attention_mask), 1e-12);
+  EXPECT_LE(max_diff_on_tokens(out.logits, ref.logits, ref.attention_mask), 0.1);
+  EXPECT_LE(max_diff_on_tokens(out.last_hidden, ref.last_hidden_state, ref.attention_mask), 0.1);
 }
 
 TEST(Fixtures, Bfloat16CheckpointLoadsAsFloat32OnRequest) {
