@@ -26,6 +26,7 @@ const char* kUsage =
     "             [--dry-run] [--force]          run a recipe\n"
     "  run --resume RUN_DIR                      continue an interrupted run\n"
     "  validate RECIPE [--set KEY=VALUE]...      check a recipe and print it resolved\n"
+    "  inspect MODEL [--device D] [--seq-len N]   describe a model directory or file\n"
     "  report RUN_DIR...                         merge runs into one comparison table\n"
     "  help [TOPIC]                              topics: recipe, stages, stage NAME, section NAME\n"
     "  --version                                 versions of secateur and LibTorch, CUDA\n";
@@ -53,6 +54,7 @@ int dispatch(int argc, char** argv) {
   if (command == "help") return secateur::cli::help(args);
   if (command == "run") return secateur::cli::run(args, command_line(argc, argv));
   if (command == "validate") return secateur::cli::validate(args);
+  if (command == "inspect") return secateur::cli::inspect(args);
   if (command == "report") return secateur::cli::report(args);
   throw UsageError("unknown command '" + command + "'\n" + std::string(kUsage));
 }

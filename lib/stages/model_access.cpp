@@ -1,5 +1,6 @@
 #include "stages/model_access.h"
 
+#include "model/prunable.h"
 #include "util/error.h"
 #include "util/log.h"
 #include "util/strings.h"
@@ -31,15 +32,17 @@ model::Model& ensure_model(run::RunState& state) {
 
 nlohmann::json model_summary(const model::Model& m) {
   const auto& c = m.config();
-  int64_t params = 0;
-  for (const auto& p : m.parameters()) params += p.numel();
+  const auto params = model::parameter_count(m);
+  const int64_t seq_len = std::min<int64_t>(c.max_position_embeddings > 0 ? c.max_position_embeddings : 2048, 2048);
   nlohmann::json layers = nlohmann::json::array();
   for (const auto& l : c.layers)
     layers.push_back({{"heads", l.has_attention ? l.num_heads : 0},
                       {"kv_heads", l.has_attention ? l.num_kv_heads : 0},
                       {"ffn", l.has_mlp ? l.intermediate : 0}});
   return {{"model_type", c.model_type}, {"task", model::to_string(c.task)}, {"dtype", model::dtype_name(m.dtype())},
-          {"params", params}, {"layers", c.num_layers}, {"hidden", c.hidden_size}, {"per_layer", layers}};
+          {"params", params.total}, {"params_non_embedding", params.non_embedding},
+          {"flops_per_token", model::flops_per_token(c, seq_len)}, {"flops_seq_len", seq_len},
+          {"layers", c.num_layers}, {"hidden", c.hidden_size}, {"per_layer", layers}};
 }
 
 }  // namespace secateur::stages
