@@ -1,11 +1,14 @@
 #include "io/weights.h"
 
+#include <dirent.h>
+#include <sys/stat.h>
 #include <torch/script.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -14,13 +17,58 @@
 #include "util/log.h"
 
 namespace secateur::io {
-namespace stdfs = std::filesystem;
 namespace {
 
 constexpr const char* kSingleFile = "model.safetensors";
 constexpr const char* kIndexFile = "model.safetensors.index.json";
 
 [[noreturn]] void fail(const std::string& path, const std::string& what) { throw UserError(path + ": " + what); }
+
+// Plain POSIX instead of std::filesystem: the PyTorch wheel's libtorch exports its own statically
+// linked copies of libstdc++'s std::filesystem symbols (pytorch/pytorch#133437), and a program
+// linking it can bind to those; with torch 2.11, std::filesystem::remove_all then jumped to null.
+bool path_exists(const std::string& p) {
+  struct stat st {};
+  return ::stat(p.c_str(), &st) == 0;
+}
+
+bool is_directory(const std::string& p) {
+  struct stat st {};
+  return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+std::string join(const std::string& dir, const std::string& name) {
+  return dir.empty() || dir.back() == '/' ? dir + name : dir + "/" + name;
+}
+
+std::string parent_of(const std::string& p) {
+  const auto slash = p.find_last_of('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : p.substr(0, slash);
+}
+
+std::vector<std::string> dir_entries(const std::string& dir) {
+  std::vector<std::string> names;
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (const dirent* e = ::readdir(d)) {
+      const std::string n = e->d_name;
+      if (n != "." && n != "..") names.push_back(n);
+    }
+    ::closedir(d);
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+void make_directories(const std::string& dir) {
+  for (size_t pos = 0; pos != std::string::npos;) {  // each prefix ending before a '/', then dir
+    pos = dir.find('/', pos + 1);
+    const std::string prefix = dir.substr(0, pos);
+    if (::mkdir(prefix.c_str(), 0755) != 0 && errno != EEXIST)
+      fail(dir, "cannot create directory " + prefix + ": " + std::strerror(errno));
+  }
+  if (!is_directory(dir)) fail(dir, "cannot create directory: a file of that name exists");
+}
 
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
@@ -57,7 +105,7 @@ TensorMap load_sharded(const std::string& index_path) {
   if (index.contains("metadata") && !index["metadata"].is_object())
     fail(index_path, "\"metadata\" must be an object");
 
-  const stdfs::path dir = stdfs::path(index_path).parent_path();
+  const std::string dir = parent_of(index_path);
   std::map<std::string, std::vector<std::string>> names_by_shard;
   for (const auto& [name, file] : wm->items()) {
     if (!file.is_string()) fail(index_path, "weight_map entry for '" + name + "' must be a file name string");
@@ -71,8 +119,8 @@ TensorMap load_sharded(const std::string& index_path) {
 
   TensorMap out;
   for (const auto& [shard, names] : names_by_shard) {
-    const std::string shard_path = (dir / shard).string();
-    if (!stdfs::exists(shard_path)) fail(index_path, "lists shard '" + shard + "', which does not exist");
+    const std::string shard_path = join(dir, shard);
+    if (!path_exists(shard_path)) fail(index_path, "lists shard '" + shard + "', which does not exist");
     auto file = SafetensorsFile::open(shard_path);
     std::set<std::string> listed(names.begin(), names.end());
     for (const auto& info : file->tensors())
@@ -106,10 +154,7 @@ TensorMap load_torchscript(const std::string& path) {
 }
 
 std::string list_dir(const std::string& dir) {
-  std::vector<std::string> names;
-  std::error_code ec;
-  for (const auto& e : stdfs::directory_iterator(dir, ec)) names.push_back(e.path().filename().string());
-  std::sort(names.begin(), names.end());
+  const std::vector<std::string> names = dir_entries(dir);
   if (names.empty()) return "it is empty";
   std::string s = "found:";
   for (size_t i = 0; i < names.size() && i < 8; ++i) s += " " + names[i];
@@ -142,10 +187,9 @@ std::vector<TensorView> views(const std::vector<const Prepared*>& tensors) {
   return v;
 }
 
-void remove_file(const stdfs::path& p) {
-  std::error_code ec;
-  stdfs::remove(p, ec);
-  if (ec) log::warn("could not remove stale " + p.string() + ": " + ec.message());
+void remove_file(const std::string& p) {
+  if (::unlink(p.c_str()) != 0 && errno != ENOENT)
+    log::warn("could not remove stale " + p + ": " + std::strerror(errno));
 }
 
 }  // namespace
@@ -204,16 +248,13 @@ TensorMap load_safetensors(const std::string& path) {
 }
 
 TensorMap load_weights(const std::string& path) {
-  std::error_code ec;
-  const auto status = stdfs::status(path, ec);
-  if (!stdfs::exists(status)) fail(path, "no such file or directory");
-  if (stdfs::is_directory(status)) {
-    const stdfs::path dir(path);
-    if (stdfs::exists(dir / kIndexFile)) return load_sharded((dir / kIndexFile).string());
-    if (stdfs::exists(dir / kSingleFile)) return load_safetensors((dir / kSingleFile).string());
+  if (!path_exists(path)) fail(path, "no such file or directory");
+  if (is_directory(path)) {
+    if (path_exists(join(path, kIndexFile))) return load_sharded(join(path, kIndexFile));
+    if (path_exists(join(path, kSingleFile))) return load_safetensors(join(path, kSingleFile));
     std::string hint;
-    if (stdfs::exists(dir / "model.pt")) hint = "; for TorchScript pass the .pt file itself";
-    if (stdfs::exists(dir / "pytorch_model.bin")) hint = "; pytorch_model.bin (pickle) is not supported, convert it to safetensors";
+    if (path_exists(join(path, "model.pt"))) hint = "; for TorchScript pass the .pt file itself";
+    if (path_exists(join(path, "pytorch_model.bin"))) hint = "; pytorch_model.bin (pickle) is not supported, convert it to safetensors";
     fail(path, std::string("not a model directory: expected ") + kSingleFile + " or " + kIndexFile + " (" +
                    list_dir(path) + ")" + hint);
   }
@@ -235,9 +276,7 @@ void write_safetensors(const std::string& path, const TensorMap& tensors,
 void save_weights(const std::string& dir, const TensorMap& tensors, uint64_t max_shard_bytes,
                   const std::map<std::string, std::string>& metadata) {
   if (max_shard_bytes == 0) fail(dir, "cannot save weights: max_shard_bytes must be positive");
-  std::error_code ec;
-  stdfs::create_directories(dir, ec);
-  if (ec || !stdfs::is_directory(dir)) fail(dir, "cannot create directory: " + (ec ? ec.message() : "not a directory"));
+  make_directories(dir);
 
   auto meta = metadata;
   meta.emplace("format", "pt");
@@ -245,14 +284,13 @@ void save_weights(const std::string& dir, const TensorMap& tensors, uint64_t max
   uint64_t total = 0;
   for (const auto& p : prepared) total += p.nbytes;
 
-  const stdfs::path d(dir);
   std::set<std::string> written;
   if (total <= max_shard_bytes) {
     std::vector<const Prepared*> all;
     for (const auto& p : prepared) all.push_back(&p);
-    write_safetensors((d / kSingleFile).string(), views(all), meta);
+    write_safetensors(join(dir, kSingleFile), views(all), meta);
     written.insert(kSingleFile);
-    remove_file(d / kIndexFile);  // would otherwise take precedence in load_weights
+    remove_file(join(dir, kIndexFile));  // would otherwise take precedence in load_weights
   } else {
     std::vector<std::vector<const Prepared*>> shards(1);
     uint64_t used = 0;
@@ -268,20 +306,18 @@ void save_weights(const std::string& dir, const TensorMap& tensors, uint64_t max
     for (size_t i = 0; i < shards.size(); ++i) {
       char name[64];
       std::snprintf(name, sizeof name, "model-%05zu-of-%05zu.safetensors", i + 1, shards.size());
-      write_safetensors((d / name).string(), views(shards[i]), meta);
+      write_safetensors(join(dir, name), views(shards[i]), meta);
       written.insert(name);
       for (const auto* p : shards[i]) weight_map[p->name] = name;
     }
     nlohmann::json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
-    fs::write_atomic((d / kIndexFile).string(), index.dump(2) + "\n");
-    remove_file(d / kSingleFile);
+    fs::write_atomic(join(dir, kIndexFile), index.dump(2) + "\n");
+    remove_file(join(dir, kSingleFile));
   }
   // Shards of an earlier, differently split save would be listed by no index but still look
   // like part of this model.
-  for (const auto& e : stdfs::directory_iterator(d, ec)) {
-    const std::string name = e.path().filename().string();
-    if (is_shard_name(name) && !written.count(name)) remove_file(e.path());
-  }
+  for (const auto& name : dir_entries(dir))
+    if (is_shard_name(name) && !written.count(name)) remove_file(join(dir, name));
 }
 
 }  // namespace secateur::io

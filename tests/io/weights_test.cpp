@@ -5,7 +5,7 @@
 #include <torch/script.h>
 
 #include <cstring>
-#include <filesystem>
+#include <cstdio>
 #include <nlohmann/json.hpp>
 
 #include "io/test_util.h"
@@ -14,7 +14,8 @@
 namespace secateur::io {
 namespace {
 
-namespace stdfs = std::filesystem;
+using testing::entries;
+using testing::exists;
 using testing::expect_user_error;
 using testing::st_bytes;
 using testing::TempDir;
@@ -57,8 +58,8 @@ TEST(Weights, RoundTripSingleFileIsBitIdentical) {
   TempDir dir;
   const TensorMap in = sample_tensors();
   save_weights(dir.path(), in);
-  EXPECT_TRUE(stdfs::exists(dir / "model.safetensors"));
-  EXPECT_FALSE(stdfs::exists(dir / "model.safetensors.index.json"));
+  EXPECT_TRUE(exists(dir / "model.safetensors"));
+  EXPECT_FALSE(exists(dir / "model.safetensors.index.json"));
   const TensorMap out = load_weights(dir.path());
   expect_bit_identical(in, out);
   expect_bit_identical(in, load_weights(dir / "model.safetensors"));
@@ -74,7 +75,7 @@ TEST(Weights, RoundTripShardedIsBitIdentical) {
   TempDir dir;
   const TensorMap in = sample_tensors();
   save_weights(dir.path(), in, /*max_shard_bytes=*/256, {{"producer", "test"}});
-  EXPECT_FALSE(stdfs::exists(dir / "model.safetensors"));
+  EXPECT_FALSE(exists(dir / "model.safetensors"));
   const auto index = nlohmann::json::parse(fs::read_file(dir / "model.safetensors.index.json"));
   uint64_t total = 0;
   for (const auto& [n, t] : in) total += t.numel() * t.element_size();
@@ -85,7 +86,7 @@ TEST(Weights, RoundTripShardedIsBitIdentical) {
   ASSERT_GE(shards.size(), 3u);
   const std::string suffix = "-of-0000" + std::to_string(shards.size()) + ".safetensors";
   for (const auto& s : shards) {
-    EXPECT_TRUE(stdfs::exists(dir / s)) << s;
+    EXPECT_TRUE(exists(dir / s)) << s;
     EXPECT_EQ(s.substr(s.size() - suffix.size()), suffix);
     auto file = SafetensorsFile::open(dir / s);
     EXPECT_EQ(file->metadata().at("producer"), "test");
@@ -97,27 +98,36 @@ TEST(Weights, RoundTripShardedIsBitIdentical) {
   expect_bit_identical(in, load_weights(dir / "model.safetensors.index.json"));
 }
 
+TEST(Weights, SaveCreatesNestedDirectories) {
+  TempDir dir;
+  const TensorMap in{{"a", torch::arange(5, torch::kInt64)}};
+  save_weights(dir / "x/y/z", in);
+  expect_bit_identical(in, load_weights(dir / "x/y/z"));
+  save_weights(dir / "x/y/z/", in, 8);  // trailing slash; 40 bytes in 8-byte shards
+  EXPECT_TRUE(exists(dir / "x/y/z/model.safetensors.index.json"));
+  expect_bit_identical(in, load_weights(dir / "x/y/z"));
+}
+
 TEST(Weights, ResavingRemovesFilesOfTheOtherLayout) {
   TempDir dir;
   TensorMap big = sample_tensors();
   save_weights(dir.path(), big, 128);
-  const auto n_sharded = std::distance(stdfs::directory_iterator(dir.path()), {});
+  const auto n_sharded = static_cast<long>(entries(dir.path()).size());
   TensorMap small{{"a", torch::ones({2})}};
   save_weights(dir.path(), small);
   // A stale index would shadow the new model.safetensors.
-  EXPECT_EQ(std::distance(stdfs::directory_iterator(dir.path()), {}), 1);
+  EXPECT_EQ(static_cast<long>(entries(dir.path()).size()), 1);
   expect_bit_identical(small, load_weights(dir.path()));
   save_weights(dir.path(), big, 128);
-  EXPECT_EQ(std::distance(stdfs::directory_iterator(dir.path()), {}), n_sharded);
-  EXPECT_FALSE(stdfs::exists(dir / "model.safetensors"));
+  EXPECT_EQ(static_cast<long>(entries(dir.path()).size()), n_sharded);
+  EXPECT_FALSE(exists(dir / "model.safetensors"));
   // Fewer, bigger shards: the old model-*-of-N shards must go.
   save_weights(dir.path(), big, 600);
-  const auto n_fewer = std::distance(stdfs::directory_iterator(dir.path()), {}) - 1;
+  const auto n_fewer = static_cast<long>(entries(dir.path()).size()) - 1;
   ASSERT_GE(n_fewer, 2);
   ASSERT_LT(n_fewer + 1, n_sharded);
   const std::string suffix = "-of-0000" + std::to_string(n_fewer) + ".safetensors";
-  for (const auto& e : stdfs::directory_iterator(dir.path())) {
-    const auto name = e.path().filename().string();
+  for (const auto& name : entries(dir.path())) {
     if (name != "model.safetensors.index.json") {
       EXPECT_EQ(name.substr(name.size() - suffix.size()), suffix) << name;
     }
@@ -214,7 +224,7 @@ TEST(Weights, BadShardIndexes) {
 TEST(Weights, ShardHoldingUnlistedTensorIsRejected) {
   TempDir dir;
   save_weights(dir.path(), TensorMap{{"a", torch::ones({4})}, {"b", torch::ones({4})}});
-  stdfs::rename(dir / "model.safetensors", dir / "both.safetensors");
+  ASSERT_EQ(std::rename((dir / "model.safetensors").c_str(), (dir / "both.safetensors").c_str()), 0);
   // b would be invisible to a reader that trusts the index and ambiguous to one that does not.
   write_bytes(dir / "model.safetensors.index.json", R"({"weight_map":{"a":"both.safetensors"}})");
   expect_user_error([&] { load_weights(dir.path()); },
@@ -231,7 +241,7 @@ TEST(Weights, SaveRejectsBadInput) {
   write_bytes(dir / "file", "x");
   expect_user_error([&] { save_weights(dir / "file", TensorMap{{"a", torch::ones({1})}}); },
                     {dir / "file", "cannot create directory"});
-  EXPECT_FALSE(stdfs::exists(dir / "model.safetensors"));
+  EXPECT_FALSE(exists(dir / "model.safetensors"));
 }
 
 TEST(Weights, TorchScriptParametersAndBuffers) {
