@@ -42,3 +42,56 @@ inline ModelConfig config_from(const std::string& json_text) {
 }
 
 }  // namespace secateur::model::testing
+
+#include <filesystem>
+#include <random>
+#include <set>
+
+#include "model/prunable.h"
+
+namespace secateur::model::testing {
+
+// What surgery does, through the prunable view only: deletes the given groups' slices from an
+// HF state dict. A slice covering a whole tensor deletes the tensor.
+inline io::TensorMap remove_groups(const io::TensorMap& state, const std::vector<const Group*>& groups) {
+  std::map<std::pair<std::string, int64_t>, std::set<int64_t>> doomed;  // (tensor, dim) → indices
+  for (const Group* g : groups)
+    for (const ParamSlice& s : g->slices)
+      for (int64_t i = s.start; i < s.start + s.length; ++i) doomed[{s.hf_param_name, s.dim}].insert(i);
+  io::TensorMap out = state;
+  for (const auto& [key, indices] : doomed) {
+    const auto& [name, dim] = key;
+    if (!out.count(name)) continue;  // a whole tensor already deleted along another dim
+    const torch::Tensor t = out.at(name);
+    std::vector<int64_t> keep;
+    for (int64_t i = 0; i < t.size(dim); ++i)
+      if (!indices.count(i)) keep.push_back(i);
+    if (keep.empty()) {
+      out.erase(name);
+      continue;
+    }
+    out[name] = t.index_select(dim, torch::tensor(keep, torch::kLong)).contiguous();
+  }
+  return out;
+}
+
+// A fresh empty directory under the system temp dir, removed with the object.
+class TempDir {
+ public:
+  TempDir() {
+    std::random_device rd;
+    path_ = std::filesystem::temp_directory_path() / ("secateur-model-test-" + std::to_string(rd()) + std::to_string(rd()));
+    std::filesystem::create_directories(path_);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  std::string str() const { return path_.string(); }
+  std::string operator/(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  std::filesystem::path path_;
+};
+
+}  // namespace secateur::model::testing
