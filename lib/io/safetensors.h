@@ -86,10 +86,12 @@ struct TensorView {
   uint64_t nbytes;
 };
 
-// Writes `path` atomically (temp file, fsync, rename) in the layout HF writes: tensors in name
-// order, packed back to back, header padded with spaces to a multiple of 8 bytes so every tensor
-// stays 8-byte aligned when the file is mapped. Throws UserError on duplicate or reserved names,
-// a data size that does not match the shape, or any write failure.
+// Writes `path` atomically (temp file, fsync, rename): tensors in name order, packed back to back
+// (HF's reader rejects gaps), header padded with spaces to a multiple of 8 bytes as HF pads it, so
+// the buffer starts 8-byte aligned in a mapping. Unlike HF's writer, which orders by dtype first,
+// name order can leave a tensor misaligned behind an odd-sized narrower one in a file that mixes
+// dtypes; readers then copy that tensor instead of aliasing it. Throws UserError on duplicate or
+// reserved names, a data size that does not match the shape, or any write failure.
 void write_safetensors(const std::string& path, const std::vector<TensorView>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
 

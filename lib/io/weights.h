@@ -32,8 +32,9 @@ TensorMap load_safetensors(const std::string& path);
 // One tensor of an open file. Zero-copy: when the tensor's bytes are aligned to its element size
 // in memory, the result is a torch::from_blob view of the mapping whose deleter holds `file`, so
 // the mapping lives as long as any tensor using it; in-place ops on it copy the touched pages
-// (the mapping is private) and never change the file. Otherwise (misaligned data, which HF never
-// writes, or an empty tensor) the bytes are copied into a fresh tensor. BOOL bytes must be 0 or 1
+// (the mapping is private) and never change the file. Otherwise (an empty tensor, or data not
+// aligned to its element size, which HF's dtype-ordered writer never produces) the bytes are
+// copied into a fresh tensor. BOOL bytes must be 0 or 1
 // (anything else is a UserError): torch assumes that of every bool.
 torch::Tensor tensor_from_safetensors(const std::shared_ptr<SafetensorsFile>& file, const TensorInfo& info);
 
