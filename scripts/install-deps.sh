@@ -12,6 +12,8 @@ PKGS=(
   libtorch-dev libyaml-cpp-dev libspdlog-dev libfmt-dev
   libsentencepiece-dev sentencepiece
   libboost-program-options-dev nlohmann-json3-dev
+  # tokenizers: Unicode data and normalisation (utf8proc), \p{L}/lookahead regexes (PCRE2)
+  libutf8proc-dev libpcre2-dev
   # tests
   libgtest-dev libgmock-dev
   # built-in corpora: King James Bible text and its `bible` reader
