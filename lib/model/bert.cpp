@@ -152,11 +152,13 @@ torch::Tensor EncoderModel::head(const torch::Tensor& last, const Pass& pass) co
   }
   if (c.task != Task::sequence_classification) return last;
   const torch::Tensor first = last.select(1, 0);  // [CLS] / <s>
+  // The pooled vector is hidden-sized (HF sizes the pooler by hidden_size), so the hidden gate applies.
   if (roberta()) {
-    const torch::Tensor h = torch::tanh(fn::linear(fn::dropout(first, c.classifier_dropout, training), cls_dense_w_, cls_dense_b_));
+    const torch::Tensor dense = fn::linear(fn::dropout(first, c.classifier_dropout, training), cls_dense_w_, cls_dense_b_);
+    const torch::Tensor h = fn::apply_hidden(torch::tanh(dense), pass.hidden);
     return fn::linear(fn::dropout(h, c.classifier_dropout, training), cls_out_w_, cls_out_b_);
   }
-  const torch::Tensor pooled = torch::tanh(fn::linear(first, pooler_w_, pooler_b_));
+  const torch::Tensor pooled = fn::apply_hidden(torch::tanh(fn::linear(first, pooler_w_, pooler_b_)), pass.hidden);
   return fn::linear(fn::dropout(pooled, c.classifier_dropout, training), cls_out_w_, cls_out_b_);
 }
 

@@ -12,8 +12,9 @@
 //                                   (0 ≡ deleting the group's k/v rows and its query heads)
 //   ffn[l]        [intermediate_l]  the activation of each neuron, before the down projection
 //   hidden        [hidden]          the residual stream, CoFi-style: the embedding output and every
-//                                   block's output are multiplied by it, and norms normalise over
-//                                   the dims whose gate is non-zero (0 ≡ deleting that hidden dim)
+//                                   block's output (and an encoder's pooled vector) are multiplied
+//                                   by it, and norms normalise over the dims whose gate is non-zero
+//                                   (0 ≡ deleting that hidden dim)
 //   attn_block[l], mlp_block[l]     scalars: a block computes x + g·(block(x) − x), so 0 skips it
 //   layer[l]                        scalar: the same interpolation over the whole layer
 #include <torch/torch.h>

@@ -1,5 +1,6 @@
 #include "model/prunable.h"
 
+#include <algorithm>
 #include <set>
 #include <stdexcept>
 
@@ -134,10 +135,21 @@ ModelTensors encoder_tensors(const ModelConfig& c) {
     lt.mlp_norm = {n + "output.LayerNorm.weight", n + "output.LayerNorm.bias"};
     t.layers.push_back(lt);
   }
-  // The pooler and RoBERTa's classifier dense run once per sequence: parameters, not per-token FLOPs.
+  // The pooler (or RoBERTa's classifier dense) is hidden × hidden in HF, so a hidden dim owns its
+  // row, column and bias entry, and the classifier's column. They run once per sequence:
+  // parameters, not per-token FLOPs.
+  std::vector<Projection> square;
   if (c.task == Task::base || (c.task == Task::sequence_classification && !roberta))
-    t.readers.push_back(linear(p + "pooler.dense", true));
-  if (c.task == Task::sequence_classification && roberta) t.readers.push_back(linear("classifier.dense", true));
+    square.push_back(linear(p + "pooler.dense", true));
+  if (c.task == Task::sequence_classification) {
+    square.push_back(linear(roberta ? "classifier.dense" : p + "pooler.dense", true));
+    t.readers.push_back(linear(roberta ? "classifier.out_proj" : "classifier", true));
+  }
+  for (const Projection& q : square) {
+    if (std::any_of(t.readers.begin(), t.readers.end(), [&](const Projection& r) { return r.weight == q.weight; })) continue;
+    t.readers.push_back(q);
+    t.writers.push_back(q);
+  }
   if (c.task == Task::masked_lm) {
     const std::string h = roberta ? "lm_head." : "cls.predictions.";
     const Projection dense = linear(roberta ? "lm_head.dense" : "cls.predictions.transform.dense", true);

@@ -13,8 +13,9 @@
 //   hidden_dim  (-1, d):     entry d of every hidden-sized tensor: embedding columns, norm
 //                            entries, input columns of every projection reading the residual
 //                            stream, output rows (and bias entries) of every projection writing
-//                            it, the LM head's column. As in CoFi, the BERT pooler keeps its
-//                            output width (only its input column is owned).
+//                            it, the LM head's column; for encoders also the pooler's (or
+//                            RoBERTa classifier dense's) row, column and bias entry and the
+//                            classifier's column, since HF sizes those by hidden_size.
 //   attn_block / mlp_block (layer, 0): every tensor of the block, its norm included
 //   layer       (layer, 0):  every tensor of the layer
 #include <cstdint>

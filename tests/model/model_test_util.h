@@ -7,6 +7,7 @@
 #include "io/weights.h"
 #include "model/config.h"
 #include "model/model.h"
+#include "util/error.h"
 
 namespace secateur::model::testing {
 
