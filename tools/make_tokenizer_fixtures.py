@@ -261,8 +261,8 @@ def make_roberta(out):
     # <mask> swallows the space before it (lstrip), as RoBERTa's does; it is not in the BPE vocab.
     tok.add_special_tokens([AddedToken("<mask>", lstrip=True, rstrip=False, single_word=False, normalized=False,
                                        special=True)])
-    tok.post_processor = processors.RobertaProcessing(sep=("</s>", tok.token_to_id("</s>")),
-                                                      cls=("<s>", tok.token_to_id("<s>")),
+    # sep and cls are positional in tokenizers 0.23 (keywords are refused).
+    tok.post_processor = processors.RobertaProcessing(("</s>", tok.token_to_id("</s>")), ("<s>", tok.token_to_id("<s>")),
                                                       trim_offsets=True, add_prefix_space=True)
     tok.decoder = decoders.ByteLevel()
     save_hf(tok, out, "roberta_bytelevel")
@@ -411,38 +411,10 @@ def make_spm(out):
               allow_whitespace_only_pieces=True)
 
 
-def make_llama_converted(out):
-    """spm_bpe.model turned into a tokenizer.json by transformers' own LLaMA converter."""
-    import transformers
-    path = os.path.join(out, "spm_bpe.model")
-    if not os.path.exists(path):
-        raise RuntimeError("spm_bpe.model is missing (the spm fixture failed)")
-    errors = []
-    backend = None
-    for cls_name in ("LlamaTokenizerFast", "LlamaTokenizer"):
-        cls = getattr(transformers, cls_name, None)
-        if cls is None:
-            continue
-        try:
-            t = cls(vocab_file=path, add_bos_token=True, add_eos_token=False)
-            backend = getattr(t, "backend_tokenizer", None) or getattr(t, "_tokenizer", None)
-            if backend is not None and hasattr(backend, "to_str"):
-                break
-            backend = None
-        except Exception as e:  # noqa: BLE001 - try the next spelling of the API
-            errors.append(f"{cls_name}: {e!r}")
-    if backend is None:
-        raise RuntimeError("no transformers LLaMA tokenizer converted the model: " + "; ".join(errors))
-    save_hf(backend, out, "llama_converted")
-    with open(os.path.join(out, "llama_converted", "converter.txt"), "w") as f:
-        f.write(f"transformers {transformers.__version__}, {type(t).__name__}\n")
-
-
 FIXTURES = {
     "bert": make_bert, "wordpiece_misc": make_wordpiece_misc, "wordlevel": make_wordlevel, "gpt2": make_gpt2,
     "roberta": make_roberta, "llama3": make_llama3, "qwen2": make_qwen2, "llama2": make_llama2,
     "llama2_legacy": make_llama2_legacy, "metaspace_t5": make_metaspace_t5, "spm": make_spm,
-    "llama_converted": make_llama_converted,
 }
 
 

@@ -24,6 +24,9 @@ struct AddedToken {
   int32_t id;
   std::string content;
   bool single_word, lstrip, rstrip, normalized, special;
+  // What decode() shows: the content, or for a normalized token its normalized form (HF decodes
+  // the form it matched, so a decoder can undo what the normalizer did).
+  std::string shown;
 };
 
 // All added tokens at once, leftmost-longest, as HF's Aho-Corasick matcher finds them.
@@ -107,7 +110,7 @@ class HfTokenizer final : public Tokenizer {
       const std::string* token = nullptr;
       bool is_special = false;
       if (const auto it = added_by_id_.find(id); it != added_by_id_.end()) {
-        token = &added_[it->second].content;
+        token = &added_[it->second].shown;
       } else {
         token = model_->id_to_token(id);
       }
@@ -150,22 +153,24 @@ class HfTokenizer final : public Tokenizer {
       added_.push_back({static_cast<int32_t>(id), hf::require_string(list[i], "content", w),
                         hf::get_bool(list[i], "single_word", false, w), hf::get_bool(list[i], "lstrip", false, w),
                         hf::get_bool(list[i], "rstrip", false, w), hf::get_bool(list[i], "normalized", !special, w),
-                        special});
+                        special, {}});
     }
     for (size_t k = 0; k < added_.size(); ++k) {
-      const AddedToken& t = added_[k];
+      AddedToken& t = added_[k];
+      t.shown = t.content;
+      // Tokens that match normalized text are themselves normalized first, as HF does.
+      if (t.normalized && normalizer_) normalizer_->normalize(t.shown);
       added_by_id_[t.id] = k;
       added_by_content_[t.content] = k;
-      if (t.special) special_contents_.insert(t.content);
-      if (!t.normalized) {
-        raw_matcher_.add(t.content, k);
+      if (t.special) special_contents_.insert(t.shown);
+      if (t.normalized) {
+        normalized_matcher_.add(t.shown, k);
       } else {
-        // Tokens that match normalized text are themselves normalized first, as HF does.
-        std::string content = t.content;
-        if (normalizer_) normalizer_->normalize(content);
-        normalized_matcher_.add(content, k);
+        raw_matcher_.add(t.content, k);
       }
     }
+    // token_to_id() knows the normalized spellings too, after the contents.
+    for (size_t k = 0; k < added_.size(); ++k) added_by_content_.emplace(added_[k].shown, k);
   }
 
   // HF's AddedVocabulary::find_matches: cut `text` at added tokens, honouring single_word,

@@ -130,7 +130,7 @@ bool is_mark_nonspacing(char32_t c) { return category(c) == UTF8PROC_CATEGORY_MN
 
 bool is_other(char32_t c) {
   const auto k = category(c);
-  return k == UTF8PROC_CATEGORY_CN || (k >= UTF8PROC_CATEGORY_CC && k <= UTF8PROC_CATEGORY_CO);
+  return k == UTF8PROC_CATEGORY_CC || k == UTF8PROC_CATEGORY_CF || k == UTF8PROC_CATEGORY_CO;
 }
 
 bool is_word(char32_t c) {

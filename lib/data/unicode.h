@@ -29,7 +29,9 @@ bool is_letter(char32_t c);         // L*
 bool is_punctuation(char32_t c);    // P*
 bool is_mark(char32_t c);           // M* (StripAccents)
 bool is_mark_nonspacing(char32_t c);  // Mn (BertNormalizer's strip_accents)
-bool is_other(char32_t c);          // C*: Cc, Cf, Cs, Co, Cn (BertNormalizer's clean_text)
+// Cc, Cf, Co: `is_other` of the Rust unicode_categories crate that BertNormalizer's clean_text
+// uses, which leaves surrogates and unassigned code points out (HF keeps U+0378, say).
+bool is_other(char32_t c);
 bool is_word(char32_t c);           // \w as HF's regex engine sees it: L, M, Nd, Pc
 
 enum class Form { NFC, NFD, NFKC, NFKD };
