@@ -81,8 +81,13 @@ class PostProcessor {
   virtual ~PostProcessor() = default;
   // `seqs` holds one sequence (A) or two (A, B); the result is concatenated by the caller.
   virtual void process(std::vector<Sequence>& seqs, bool add_special_tokens) const = 0;
-  // Ids this processor puts before and after a single sequence (to tell [CLS]/<s> and [SEP]/</s>).
-  virtual std::pair<std::vector<int32_t>, std::vector<int32_t>> single_affixes() const = 0;
+  // Special ids put before and after a single sequence, to tell the model's special tokens.
+  // `cls_sep`: the processor names them cls and sep (BertProcessing, RobertaProcessing).
+  struct Affixes {
+    std::vector<int32_t> before, after;
+    bool cls_sep = false;
+  };
+  virtual Affixes single_affixes() const = 0;
 };
 
 class Decoder {

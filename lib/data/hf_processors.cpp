@@ -32,7 +32,7 @@ class BertProcessing final : public PostProcessor {
     a.type_ids.insert(a.type_ids.begin(), 0), a.type_ids.push_back(0);
     if (seqs.size() > 1) seqs[1].ids.push_back(sep_), seqs[1].type_ids.push_back(1);
   }
-  std::pair<std::vector<int32_t>, std::vector<int32_t>> single_affixes() const override { return {{cls_}, {sep_}}; }
+  Affixes single_affixes() const override { return {{cls_}, {sep_}, true}; }
 
  private:
   int32_t sep_, cls_;
@@ -51,7 +51,7 @@ class RobertaProcessing final : public PostProcessor {
     if (seqs.size() > 1) seqs[1].ids.insert(seqs[1].ids.begin(), sep_), seqs[1].ids.push_back(sep_);
     for (auto& s : seqs) s.type_ids.assign(s.ids.size(), 0);
   }
-  std::pair<std::vector<int32_t>, std::vector<int32_t>> single_affixes() const override { return {{cls_}, {sep_}}; }
+  Affixes single_affixes() const override { return {{cls_}, {sep_}, true}; }
 
  private:
   int32_t sep_, cls_;
@@ -61,7 +61,7 @@ class NoOpProcessing final : public PostProcessor {
  public:
   // ByteLevel's post-processor only trims offsets, which secateur does not keep.
   void process(std::vector<Sequence>&, bool) const override {}
-  std::pair<std::vector<int32_t>, std::vector<int32_t>> single_affixes() const override { return {}; }
+  Affixes single_affixes() const override { return {}; }
 };
 
 class TemplateProcessing final : public PostProcessor {
@@ -100,8 +100,8 @@ class TemplateProcessing final : public PostProcessor {
     seqs.assign(1, std::move(out));
   }
 
-  std::pair<std::vector<int32_t>, std::vector<int32_t>> single_affixes() const override {
-    std::pair<std::vector<int32_t>, std::vector<int32_t>> affixes;
+  Affixes single_affixes() const override {
+    Affixes affixes;
     bool after = false;
     for (const Item& item : single_) {
       if (item.sequence >= 0) {
@@ -109,7 +109,7 @@ class TemplateProcessing final : public PostProcessor {
         continue;
       }
       const auto& ids = specials_.at(item.special);
-      auto& side = after ? affixes.second : affixes.first;
+      auto& side = after ? affixes.after : affixes.before;
       side.insert(side.end(), ids.begin(), ids.end());
     }
     return affixes;
@@ -160,12 +160,13 @@ class SequenceProcessing final : public PostProcessor {
   void process(std::vector<Sequence>& seqs, bool add_special_tokens) const override {
     for (const auto& p : parts_) p->process(seqs, add_special_tokens);
   }
-  std::pair<std::vector<int32_t>, std::vector<int32_t>> single_affixes() const override {
-    std::pair<std::vector<int32_t>, std::vector<int32_t>> affixes;
+  Affixes single_affixes() const override {
+    Affixes affixes;
     for (const auto& p : parts_) {
-      auto [before, after] = p->single_affixes();
-      affixes.first.insert(affixes.first.begin(), before.begin(), before.end());
-      affixes.second.insert(affixes.second.end(), after.begin(), after.end());
+      const Affixes a = p->single_affixes();
+      affixes.before.insert(affixes.before.begin(), a.before.begin(), a.before.end());
+      affixes.after.insert(affixes.after.end(), a.after.begin(), a.after.end());
+      affixes.cls_sep = affixes.cls_sep || a.cls_sep;
     }
     return affixes;
   }

@@ -256,7 +256,8 @@ class HfTokenizer final : public Tokenizer {
   }
 
   void find_special_tokens(const std::string& path) {
-    // Conventional spellings first; the post-processor's template fills in bos/eos, cls/sep.
+    // Conventional spellings first. A BertProcessing/RobertaProcessing names cls and sep; a
+    // template's tokens around $A are taken as bos/eos unless they are the cls/sep already.
     special.pad = first_of({"[PAD]", "<pad>", "<|pad|>"});
     special.bos = first_of({"<s>", "<|begin_of_text|>", "<|startoftext|>", "<|endoftext|>"});
     special.eos = first_of({"</s>", "<|end_of_text|>", "<|endoftext|>"});
@@ -266,14 +267,17 @@ class HfTokenizer final : public Tokenizer {
     special.sep = first_of({"[SEP]"});
     special.mask = first_of({"[MASK]", "<mask>"});
     if (post_processor_) {
-      const auto [before, after] = post_processor_->single_affixes();
-      if (!before.empty()) {
-        if (!special.cls) special.cls = before.front();
-        if (!special.bos) special.bos = before.front();
-      }
-      if (!after.empty()) {
-        if (!special.sep) special.sep = after.back();
-        if (!special.eos) special.eos = after.back();
+      const auto affixes = post_processor_->single_affixes();
+      if (affixes.cls_sep) {
+        if (!affixes.before.empty()) special.cls = affixes.before.front();
+        if (!affixes.after.empty()) special.sep = affixes.after.back();
+      } else {
+        if (!affixes.before.empty() && !special.bos && special.cls != affixes.before.front()) {
+          special.bos = affixes.before.front();
+        }
+        if (!affixes.after.empty() && !special.eos && special.sep != affixes.after.back()) {
+          special.eos = affixes.after.back();
+        }
       }
     }
     // transformers' tokenizer_config.json, when it sits beside the file, has the final word.
