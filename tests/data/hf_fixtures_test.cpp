@@ -91,11 +91,14 @@ INSTANTIATE_TEST_SUITE_P(Tokenizers, HfFixture,
                          [](const auto& info) { return info.param; });
 
 TEST(HfFixtures, ByteLevelRoundTripsEveryText) {
-  // Byte-level BPE loses nothing: every fixture text, control characters and all, comes back.
+  // Byte-level BPE loses nothing: every fixture text, control characters and all, comes back
+  // (special tokens kept, since <|endoftext|> in a text is one).
   const auto tok = load_tokenizer(kDir + "gpt2_bytelevel/tokenizer.json");
-  for (const auto& c : read_json(kDir + "gpt2_bytelevel/expected.json")["cases"]) {
+  const json expected = read_json(kDir + "gpt2_bytelevel/expected.json");
+  ASSERT_GE(expected["cases"].size(), 20u);
+  for (const auto& c : expected["cases"]) {
     const std::string text = c["text"];
-    EXPECT_EQ(tok->decode(tok->encode(text, true)), text) << shown(text);
+    EXPECT_EQ(tok->decode(tok->encode(text, true), false), text) << shown(text);
   }
 }
 
