@@ -3,13 +3,13 @@
 #include <boost/program_options.hpp>
 
 #include <cstdio>
-#include <filesystem>
 
 #include "recipe/recipe.h"
 #include "run/runner.h"
 #include "run/runtime.h"
 #include "stages/builtin.h"
 #include "util/error.h"
+#include "util/fs.h"
 #include "util/log.h"
 #include "util/strings.h"
 
@@ -123,7 +123,7 @@ int run(const std::vector<std::string>& args, const std::string& command_line) {
     opts.out = vm["resume"].as<std::string>();
     opts.resume = true;
     recipe_path = opts.out + "/recipe.resolved.yaml";
-    if (!std::filesystem::exists(recipe_path)) throw UserError("--resume " + opts.out + ": no run there (no recipe.resolved.yaml)");
+    if (!fs::exists(recipe_path)) throw UserError("--resume " + opts.out + ": no run there (no recipe.resolved.yaml)");
   } else {
     if (!vm.count("recipe")) throw UsageError("run: missing RECIPE (or --resume RUN_DIR)");
     recipe_path = vm["recipe"].as<std::string>();

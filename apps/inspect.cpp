@@ -3,7 +3,6 @@
 #include <boost/program_options.hpp>
 
 #include <cstdio>
-#include <filesystem>
 
 #include "apps/commands.h"
 #include "model/inspect.h"

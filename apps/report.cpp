@@ -2,7 +2,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
-#include <filesystem>
+#include <algorithm>
 #include <map>
 
 #include "apps/commands.h"
@@ -38,11 +38,10 @@ int report(const std::vector<std::string>& args) {
   for (const auto& a : args) {
     if (strings::starts_with(a, "-")) throw UsageError("report: unknown option '" + a + "'");
     // A directory of runs (a sweep) stands for every run inside it.
-    if (!std::filesystem::exists(a + "/report.json") && std::filesystem::is_directory(a)) {
+    if (!fs::exists(a + "/report.json") && fs::is_directory(a)) {
       std::vector<std::string> inner;
-      for (const auto& e : std::filesystem::directory_iterator(a))
-        if (std::filesystem::exists(e.path() / "report.json")) inner.push_back(e.path().string());
-      std::sort(inner.begin(), inner.end());
+      for (const auto& name : fs::list_directory(a))
+        if (fs::exists(fs::join(a, name) + "/report.json")) inner.push_back(fs::join(a, name));
       if (inner.empty()) throw UserError(a + ": no report.json here or in its subdirectories");
       dirs.insert(dirs.end(), inner.begin(), inner.end());
     } else {
@@ -75,7 +74,7 @@ int report(const std::vector<std::string>& args) {
     if (r["stages"].is_array())
       for (const auto& s : r["stages"]) kinds.push_back(s.value("kind", "?"));
     std::string wall = r.contains("wall_s") && r["wall_s"].is_number() ? strings::human_duration(r["wall_s"].get<double>()) : "—";
-    std::string row = "| " + std::filesystem::path(dirs[i]).filename().string() + " | " + cell(r.value("status", nlohmann::json())) +
+    std::string row = "| " + fs::file_name(dirs[i]) + " | " + cell(r.value("status", nlohmann::json())) +
                       " | " + cell(r.value("seed", nlohmann::json())) + " | " + strings::join(kinds, " → ") + " | " + wall + " |";
     const nlohmann::json* results = nullptr;
     if (r["stages"].is_array() && !r["stages"].empty() && r["stages"].back()["results"].is_object())

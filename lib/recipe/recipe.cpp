@@ -1,13 +1,11 @@
 #include "recipe/recipe.h"
 
 #include <cstdio>
-#include <filesystem>
 
 #include "util/fs.h"
 #include "util/strings.h"
 
 namespace secateur::recipe {
-namespace fsys = std::filesystem;
 
 std::string fnv1a_hex(const std::string& text) {
   uint64_t h = 1469598103934665603ULL;
@@ -24,29 +22,26 @@ std::string fnv1a_hex(const std::string& text) {
 
 namespace {
 
-std::string find_fragment(const std::string& name, const fsys::path& from_dir, std::vector<std::string>& tried) {
-  fsys::path p(name);
-  if (p.is_absolute()) {
-    tried.push_back(p.string());
-    return fsys::is_regular_file(p) ? p.string() : "";
+std::string find_fragment(const std::string& name, const std::string& from_dir, std::vector<std::string>& tried) {
+  if (fs::is_absolute(name)) {
+    tried.push_back(name);
+    return fs::is_regular_file(name) ? name : "";
   }
-  std::error_code ec;
-  for (fsys::path dir = fsys::absolute(from_dir, ec); !dir.empty(); dir = dir.parent_path()) {
-    fsys::path candidate = dir / p;
-    tried.push_back(candidate.string());
-    if (fsys::is_regular_file(candidate, ec)) return candidate.lexically_normal().string();
-    if (dir == dir.parent_path()) break;
+  for (std::string dir = fs::absolute(from_dir); !dir.empty(); dir = fs::parent_path(dir)) {
+    std::string candidate = fs::join(dir, name);
+    tried.push_back(candidate);
+    if (fs::is_regular_file(candidate)) return fs::normalize(candidate);
+    if (dir == "/") break;
   }
   return "";
 }
 
-Value load_tree(const std::string& text, const std::string& file, const fsys::path& dir,
+Value load_tree(const std::string& text, const std::string& file, const std::string& dir,
                 std::vector<std::string>& stack, std::vector<std::string>* files, Diagnostics& diags);
 
 Value load_file(const std::string& path, const SourceLoc& included_at, std::vector<std::string>& stack,
                 std::vector<std::string>* files, Diagnostics& diags) {
-  std::error_code ec;
-  std::string canonical = fsys::weakly_canonical(path, ec).string();
+  const std::string canonical = fs::absolute(path);
   for (const auto& s : stack) {
     if (s == canonical) {
       diags.error(included_at, "include cycle: " + path + " includes itself (through " + strings::join(stack, " → ") + ")");
@@ -62,12 +57,12 @@ Value load_file(const std::string& path, const SourceLoc& included_at, std::vect
     return Value::map();
   }
   stack.push_back(canonical);
-  Value v = load_tree(text, path, fsys::path(path).parent_path(), stack, files, diags);
+  Value v = load_tree(text, path, fs::parent_path(path), stack, files, diags);
   stack.pop_back();
   return v;
 }
 
-Value load_tree(const std::string& text, const std::string& file, const fsys::path& dir,
+Value load_tree(const std::string& text, const std::string& file, const std::string& dir,
                 std::vector<std::string>& stack, std::vector<std::string>* files, Diagnostics& diags) {
   Value own;
   try {
@@ -95,7 +90,7 @@ Value load_tree(const std::string& text, const std::string& file, const fsys::pa
         continue;
       }
       std::vector<std::string> tried;
-      std::string found = find_fragment(n.text(), dir.empty() ? fsys::path(".") : dir, tried);
+      std::string found = find_fragment(n.text(), dir.empty() ? std::string(".") : dir, tried);
       if (found.empty()) {
         diags.error(n.loc(), "include: cannot find '" + n.text() + "' (looked in " +
                                  std::to_string(tried.size()) + " places, first " + (tried.empty() ? "" : tried.front()) + ")");
@@ -256,7 +251,7 @@ Recipe finish(Value raw, const std::string& path, std::vector<std::string> files
   // confusing follow-on errors.
   diags.throw_if_any();
   if (!raw.has("name")) {
-    std::string stem = fsys::path(path).stem().string();
+    std::string stem = fs::stem(path);
     raw.set("name", Value::scalar(stem.empty() ? "run" : stem, {"default (file name)", 0, 0}));
   }
   apply_overrides(raw, overrides, schema, diags);
@@ -282,7 +277,7 @@ Recipe load_recipe_text(const std::string& text, const std::string& file_name,
                         const std::vector<std::string>& overrides, const Schema& schema) {
   Diagnostics diags;
   std::vector<std::string> files, stack;
-  Value raw = load_tree(text, file_name, fsys::path(file_name).parent_path(), stack, &files, diags);
+  Value raw = load_tree(text, file_name, fs::parent_path(file_name), stack, &files, diags);
   return finish(std::move(raw), file_name, std::move(files), overrides, schema, diags);
 }
 

@@ -7,13 +7,11 @@
 #include <cerrno>
 #include <cstring>
 #include <ctime>
-#include <filesystem>
 
 #include "util/error.h"
 #include "util/fs.h"
 
 namespace secateur::run {
-namespace fsys = std::filesystem;
 
 std::string RunDir::utc_timestamp(bool compact) {
   std::time_t now = std::time(nullptr);
@@ -27,16 +25,15 @@ std::string RunDir::utc_timestamp(bool compact) {
 std::string RunDir::default_path(const std::string& runs_root, const std::string& name) {
   std::string safe;
   for (char c : name) safe += (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.') ? c : '_';
-  return (fsys::path(runs_root) / (safe + "-" + utc_timestamp(true))).string();
+  return fs::join(runs_root, safe + "-" + utc_timestamp(true));
 }
 
 RunDir::RunDir(std::string path, RunDirOptions options)
     : path_(std::move(path)), lock_path_(path_ + "/.lock"), start_(std::chrono::steady_clock::now()) {
-  std::error_code ec;
-  if (fsys::exists(path_, ec)) {
-    if (!fsys::is_directory(path_, ec)) throw UserError("run directory " + path_ + " exists and is not a directory");
-    bool holds_run = fsys::exists(file("recipe.resolved.yaml"), ec) || fsys::exists(file("report.json"), ec);
-    bool empty = fsys::is_empty(path_, ec);
+  if (fs::exists(path_)) {
+    if (!fs::is_directory(path_)) throw UserError("run directory " + path_ + " exists and is not a directory");
+    bool holds_run = fs::exists(file("recipe.resolved.yaml")) || fs::exists(file("report.json"));
+    bool empty = fs::is_empty_directory(path_);
     if (!empty && !options.force && !options.resume) {
       throw UserError("run directory " + path_ + (holds_run ? " already holds a run" : " is not empty") +
                       "; pass --resume to continue it, --force to start over in it, or --out for another directory");
@@ -46,11 +43,9 @@ RunDir::RunDir(std::string path, RunDirOptions options)
   } else if (options.resume) {
     throw UserError("--resume " + path_ + ": no such run directory");
   }
-  fsys::create_directories(path_, ec);
-  if (ec) throw UserError("cannot create run directory " + path_ + ": " + ec.message());
+  fs::create_directories(path_);
   take_lock();
-  fsys::create_directories(checkpoints(), ec);
-  if (ec) throw UserError("cannot create " + checkpoints() + ": " + ec.message());
+  fs::create_directories(checkpoints());
 }
 
 RunDir::~RunDir() {

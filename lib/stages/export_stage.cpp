@@ -1,18 +1,16 @@
 // `export`: writes the current model as an HF directory (config.json + safetensors, sharded above
 // a size), copies the tokenizer files of the source model, and proves the files load back into
 // the same function by comparing logits on a fixed random batch.
-#include <filesystem>
-
 #include "io/weights.h"
 #include "stages/model_access.h"
 #include "stages/stage_kinds.h"
 #include "util/error.h"
+#include "util/fs.h"
 #include "util/log.h"
 
 namespace secateur::stages {
 namespace {
 
-namespace fsys = std::filesystem;
 using recipe::Schema;
 
 const char* kTokenizerFiles[] = {"tokenizer.json", "tokenizer.model", "tokenizer_config.json",
@@ -26,7 +24,7 @@ class ExportStage : public recipe::Stage {
 
   void run(run::RunState& state) override {
     model::Model& m = ensure_model(state);
-    const std::string out = fsys::path(dir_).is_absolute() ? dir_ : state.dir.file(dir_);
+    const std::string out = fs::is_absolute(dir_) ? dir_ : state.dir.file(dir_);
     io::TensorMap tensors = m.state_dict_hf();
     if (!dtype_.empty()) {
       const auto type = model::parse_dtype(dtype_);
@@ -49,14 +47,12 @@ class ExportStage : public recipe::Stage {
   int copy_tokenizer_files(run::RunState& state, const std::string& out) {
     const recipe::Value* section = state.recipe.tree.find("model");
     if (!section) return 0;
-    fsys::path src = section->at("path").text();
-    if (!fsys::is_directory(src)) src = src.parent_path();
+    std::string src = section->at("path").text();
+    if (!fs::is_directory(src)) src = fs::parent_path(src);
     int copied = 0;
     for (const char* name : kTokenizerFiles) {
-      std::error_code ec;
-      if (!fsys::exists(src / name, ec)) continue;
-      fsys::copy_file(src / name, fsys::path(out) / name, fsys::copy_options::overwrite_existing, ec);
-      if (ec) throw UserError("cannot copy " + (src / name).string() + " to " + out + ": " + ec.message());
+      if (!fs::is_regular_file(fs::join(src, name))) continue;
+      fs::copy_file(fs::join(src, name), fs::join(out, name));
       ++copied;
     }
     return copied;

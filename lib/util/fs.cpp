@@ -7,7 +7,12 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
-#include <filesystem>
+#include <dirent.h>
+#include <ftw.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 
@@ -26,9 +31,11 @@ void fsync_path(const std::string& path, bool directory) {
 }
 
 std::string parent_dir(const std::string& path) {
-  auto parent = std::filesystem::path(path).parent_path();
-  return parent.empty() ? std::string(".") : parent.string();
+  std::string parent = parent_path(path);
+  return parent.empty() ? std::string(".") : parent;
 }
+
+bool stat_ok(const std::string& path, struct stat& st) { return ::stat(path.c_str(), &st) == 0; }
 
 }  // namespace
 
@@ -85,15 +92,135 @@ void append_line(const std::string& path, std::string_view line) {
 }
 
 std::string read_file(const std::string& path) {
-  std::error_code ec;
-  auto status = std::filesystem::status(path, ec);
-  if (ec || !std::filesystem::exists(status)) throw UserError(path + ": no such file");
-  if (std::filesystem::is_directory(status)) throw UserError(path + ": is a directory, expected a file");
+  struct stat st {};
+  if (!stat_ok(path, st)) throw UserError(path + ": no such file");
+  if (S_ISDIR(st.st_mode)) throw UserError(path + ": is a directory, expected a file");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw UserError(path + ": cannot open: " + errno_text());
   std::ostringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+// ---- POSIX file-system helpers ----------------------------------------------------------------
+
+bool exists(const std::string& path) {
+  struct stat st {};
+  return stat_ok(path, st);
+}
+
+bool is_directory(const std::string& path) {
+  struct stat st {};
+  return stat_ok(path, st) && S_ISDIR(st.st_mode);
+}
+
+bool is_regular_file(const std::string& path) {
+  struct stat st {};
+  return stat_ok(path, st) && S_ISREG(st.st_mode);
+}
+
+std::vector<std::string> list_directory(const std::string& path) {
+  std::vector<std::string> names;
+  DIR* dir = ::opendir(path.c_str());
+  if (!dir) throw UserError(path + ": cannot list directory: " + errno_text());
+  while (const dirent* e = ::readdir(dir)) {
+    std::string name = e->d_name;
+    if (name != "." && name != "..") names.push_back(name);
+  }
+  ::closedir(dir);
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+bool is_empty_directory(const std::string& path) {
+  if (!is_directory(path)) return false;
+  return list_directory(path).empty();
+}
+
+void create_directories(const std::string& path) {
+  if (path.empty() || is_directory(path)) return;
+  create_directories(parent_path(path));
+  if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST)
+    throw UserError("cannot create directory " + path + ": " + errno_text());
+  if (!is_directory(path)) throw UserError("cannot create directory " + path + ": a file is in the way");
+}
+
+void remove_all(const std::string& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) return;
+  if (!S_ISDIR(st.st_mode)) {
+    ::unlink(path.c_str());
+    return;
+  }
+  // Depth-first, never following symlinks out of the tree.
+  ::nftw(
+      path.c_str(), [](const char* p, const struct stat*, int, struct FTW*) { ::remove(p); return 0; }, 32,
+      FTW_DEPTH | FTW_PHYS);
+}
+
+void copy_file(const std::string& from, const std::string& to) { write_atomic(to, read_file(from)); }
+
+std::string temp_directory() {
+  const char* t = std::getenv("TMPDIR");
+  return t && *t ? std::string(t) : std::string("/tmp");
+}
+
+// ---- path text ----------------------------------------------------------------------------------
+
+bool is_absolute(const std::string& path) { return !path.empty() && path[0] == '/'; }
+
+std::string join(const std::string& a, const std::string& b) {
+  if (a.empty() || is_absolute(b)) return b;
+  if (b.empty()) return a;
+  return a.back() == '/' ? a + b : a + "/" + b;
+}
+
+std::string parent_path(const std::string& path) {
+  std::string p = path;
+  while (p.size() > 1 && p.back() == '/') p.pop_back();
+  size_t slash = p.rfind('/');
+  if (slash == std::string::npos) return "";
+  if (slash == 0) return "/";
+  return p.substr(0, slash);
+}
+
+std::string file_name(const std::string& path) {
+  std::string p = path;
+  while (p.size() > 1 && p.back() == '/') p.pop_back();
+  size_t slash = p.rfind('/');
+  return slash == std::string::npos ? p : p.substr(slash + 1);
+}
+
+std::string stem(const std::string& path) {
+  std::string name = file_name(path);
+  size_t dot = name.rfind('.');
+  return dot == std::string::npos || dot == 0 ? name : name.substr(0, dot);
+}
+
+std::string normalize(const std::string& path) {
+  std::vector<std::string> parts;
+  for (size_t start = 0; start <= path.size();) {
+    size_t end = path.find('/', start);
+    if (end == std::string::npos) end = path.size();
+    std::string part = path.substr(start, end - start);
+    if (part == "..") {
+      if (!parts.empty() && parts.back() != "..") parts.pop_back();
+      else if (!is_absolute(path)) parts.push_back(part);
+    } else if (!part.empty() && part != ".") {
+      parts.push_back(part);
+    }
+    start = end + 1;
+  }
+  std::string out = is_absolute(path) ? "/" : "";
+  for (size_t i = 0; i < parts.size(); ++i) out += (i ? "/" : "") + parts[i];
+  return out.empty() ? "." : out;
+}
+
+std::string absolute(const std::string& path) {
+  if (is_absolute(path)) return normalize(path);
+  char buf[PATH_MAX];
+  if (!::getcwd(buf, sizeof buf)) throw UserError("cannot read the current directory: " + errno_text());
+  return normalize(join(buf, path));
 }
 
 }  // namespace secateur::fs

@@ -1,14 +1,15 @@
 // The `secateur` binary as a user meets it: exit codes (0 ok, 1 user error, 2 usage error) and
 // one clear line per problem, never a C++ exception dump.
 #include <gtest/gtest.h>
+
+#include "util/fs.h"
 #include <sys/wait.h>
 
 #include <array>
 #include <cstdio>
-#include <filesystem>
 #include <fstream>
 
-namespace fsys = std::filesystem;
+namespace fsys = secateur::fs;  // POSIX: std::filesystem crashes against the torch wheel
 
 namespace {
 
@@ -29,7 +30,7 @@ Result run(const std::string& args) {
 }
 
 std::string temp_path(const std::string& tag) {
-  return (fsys::temp_directory_path() / ("secateur-cli-" + tag + "-" + std::to_string(::getpid()))).string();
+  return fsys::join(fsys::temp_directory(), "secateur-cli-" + tag + "-" + std::to_string(::getpid()));
 }
 
 std::string write(const std::string& tag, const std::string& text) {

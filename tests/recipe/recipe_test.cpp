@@ -1,14 +1,14 @@
 #include <gtest/gtest.h>
 
-#include <filesystem>
 #include <fstream>
 #include <iostream>
 
 #include "recipe/recipe.h"
 #include "recipe/registry.h"
+#include "util/fs.h"
 
 using namespace secateur::recipe;
-namespace fsys = std::filesystem;
+namespace fs = secateur::fs;
 
 namespace {
 
@@ -32,20 +32,20 @@ Registry test_registry() {
 class TempDir {
  public:
   TempDir() {
-    path_ = fsys::temp_directory_path() / ("secateur-recipe-" + std::to_string(::getpid()) + "-" + std::to_string(counter_++));
-    fsys::create_directories(path_);
+    path_ = fs::join(fs::temp_directory(), "secateur-recipe-" + std::to_string(::getpid()) + "-" + std::to_string(counter_++));
+    fs::create_directories(path_);
   }
-  ~TempDir() { fsys::remove_all(path_); }
+  ~TempDir() { fs::remove_all(path_); }
   std::string write(const std::string& rel, const std::string& text) const {
-    fsys::path p = path_ / rel;
-    fsys::create_directories(p.parent_path());
+    std::string p = fs::join(path_, rel);
+    fs::create_directories(fs::parent_path(p));
     std::ofstream(p) << text;
-    return p.string();
+    return p;
   }
-  const fsys::path& path() const { return path_; }
+  const std::string& path() const { return path_; }
 
  private:
-  fsys::path path_;
+  std::string path_;
   static inline int counter_ = 0;
 };
 
@@ -152,14 +152,14 @@ TEST(Recipe, MissingStagesAndYamlSyntax) {
   EXPECT_NE(errors[0].find("a recipe must be a mapping"), std::string::npos);
   errors = load_errors(dir.write("u.yaml", "seed: 1\nseed: 2\nstages: [eval: {}]\n"));
   ASSERT_EQ(errors.size(), 1u);
-  EXPECT_EQ(errors[0], (dir.path() / "u.yaml").string() + ":2:1: duplicate key 'seed'");
+  EXPECT_EQ(errors[0], fs::join(dir.path(), "u.yaml") + ":2:1: duplicate key 'seed'");
 }
 
 TEST(Recipe, MissingRecipeFileIsAUserError) {
   auto reg = test_registry();
   EXPECT_THROW(load_recipe("/nonexistent/recipe.yaml", {}, *reg.recipe_schema()), secateur::UserError);
   try {
-    load_recipe(fsys::temp_directory_path().string(), {}, *reg.recipe_schema());
+    load_recipe(fs::temp_directory(), {}, *reg.recipe_schema());
     FAIL();
   } catch (const secateur::UserError& e) {
     EXPECT_NE(std::string(e.what()).find("is a directory, expected a file"), std::string::npos);

@@ -1,7 +1,6 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include <filesystem>
 
 #include "recipe/recipe.h"
 #include "run/run_state.h"
@@ -9,7 +8,7 @@
 #include "util/fs.h"
 
 using namespace secateur;
-namespace fsys = std::filesystem;
+namespace fsys = secateur::fs;  // POSIX: std::filesystem crashes against the torch wheel
 
 namespace {
 
@@ -35,9 +34,9 @@ recipe::Registry probe_registry() {
 }
 
 std::string out_dir(const std::string& tag) {
-  auto p = fsys::temp_directory_path() / ("secateur-runner-" + tag + "-" + std::to_string(::getpid()));
+  auto p = fsys::join(fsys::temp_directory(), "secateur-runner-" + tag + "-" + std::to_string(::getpid()));
   fsys::remove_all(p);
-  return p.string();
+  return p;
 }
 
 }  // namespace

@@ -1,6 +1,5 @@
 #include <gtest/gtest.h>
 
-#include <filesystem>
 
 #include "util/error.h"
 #include "util/fs.h"
@@ -42,26 +41,45 @@ TEST(Progress, RendersRateEtaAndBar) {
 }
 
 TEST(Fs, AtomicWriteReplacesWholeFilesAndReadFileExplainsErrors) {
-  auto dir = std::filesystem::temp_directory_path() / ("secateur-fs-" + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
-  const std::string path = (dir / "a.txt").string();
+  const std::string dir = fs::join(fs::temp_directory(), "secateur-fs-" + std::to_string(::getpid()));
+  fs::create_directories(dir + "/x/y");
+  EXPECT_TRUE(fs::is_directory(dir + "/x/y"));
+  const std::string path = fs::join(dir, "a.txt");
   fs::write_atomic(path, "first");
   fs::write_atomic(path, "second");
   EXPECT_EQ(fs::read_file(path), "second");
   fs::append_line(path, "line");
   EXPECT_EQ(fs::read_file(path), "secondline\n");
   try {
-    fs::read_file(dir.string());
+    fs::read_file(dir);
     FAIL();
   } catch (const UserError& e) {
-    EXPECT_EQ(std::string(e.what()), dir.string() + ": is a directory, expected a file");
+    EXPECT_EQ(std::string(e.what()), dir + ": is a directory, expected a file");
   }
   try {
-    fs::read_file((dir / "missing").string());
+    fs::read_file(dir + "/missing");
     FAIL();
   } catch (const UserError& e) {
-    EXPECT_EQ(std::string(e.what()), (dir / "missing").string() + ": no such file");
+    EXPECT_EQ(std::string(e.what()), dir + "/missing: no such file");
   }
-  EXPECT_THROW(fs::write_atomic((dir / "no" / "such" / "dir.txt").string(), "x"), UserError);
-  std::filesystem::remove_all(dir);
+  EXPECT_THROW(fs::write_atomic(dir + "/no/such/dir.txt", "x"), UserError);
+  EXPECT_EQ(fs::list_directory(dir), (std::vector<std::string>{"a.txt", "x"}));
+  fs::copy_file(path, dir + "/x/b.txt");
+  EXPECT_EQ(fs::read_file(dir + "/x/b.txt"), "secondline\n");
+  fs::remove_all(dir);
+  EXPECT_FALSE(fs::exists(dir));
+}
+
+TEST(Fs, PathText) {
+  EXPECT_EQ(fs::join("a", "b"), "a/b");
+  EXPECT_EQ(fs::join("a/", "/abs"), "/abs");
+  EXPECT_EQ(fs::parent_path("a/b/c.yaml"), "a/b");
+  EXPECT_EQ(fs::parent_path("c.yaml"), "");
+  EXPECT_EQ(fs::parent_path("/c"), "/");
+  EXPECT_EQ(fs::file_name("a/b/c.yaml"), "c.yaml");
+  EXPECT_EQ(fs::stem("a/b/c.tar.yaml"), "c.tar");
+  EXPECT_EQ(fs::normalize("/a/./b/../c//d/"), "/a/c/d");
+  EXPECT_EQ(fs::normalize("../x/../../y"), "../../y");
+  EXPECT_EQ(fs::absolute("/r/s/../t"), "/r/t");
+  EXPECT_TRUE(fs::is_absolute(fs::absolute("rel")));
 }
