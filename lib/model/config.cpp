@@ -1,8 +1,9 @@
 #include "model/config.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <cmath>
-#include <filesystem>
 
 #include "util/error.h"
 #include "util/fs.h"
@@ -358,9 +359,15 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& source) {
   return c;
 }
 
+// stat() rather than std::filesystem: see path_exists in model.cpp.
+bool is_directory(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
 ModelConfig ModelConfig::load(const std::string& path) {
   std::string file = path;
-  if (std::filesystem::is_directory(path)) file = (std::filesystem::path(path) / "config.json").string();
+  if (is_directory(path)) file = path + "/config.json";
   const std::string text = fs::read_file(file);
   json j;
   try {
@@ -470,7 +477,7 @@ json ModelConfig::to_json() const {
 }
 
 void ModelConfig::save(const std::string& dir) const {
-  const std::string path = (std::filesystem::path(dir) / "config.json").string();
+  const std::string path = dir + "/config.json";
   fs::write_atomic(path, to_json().dump(2) + "\n");
 }
 

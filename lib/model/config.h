@@ -103,4 +103,6 @@ struct ModelConfig {
   int64_t kv_width(int64_t layer) const { return layers[layer].num_kv_heads * head_dim; }
 };
 
+bool is_directory(const std::string& path);  // false when absent or unreadable
+
 }  // namespace secateur::model

@@ -1,7 +1,8 @@
 #include "model/model.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
-#include <filesystem>
 #include <set>
 
 #include "model/bert.h"
@@ -171,6 +172,19 @@ torch::Device parse_device(const std::string& device) {
   }
 }
 
+// POSIX rather than std::filesystem: with the PyTorch 2.11 wheel, std::filesystem calls can bind
+// to libtorch.so's own copy of those symbols (remove_all crashes there).
+bool path_exists(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+std::string parent_directory(const std::string& path) {
+  const size_t slash = path.find_last_of('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
 // The dtype a checkpoint's weights come in: the most common floating dtype among them.
 torch::ScalarType weights_dtype(const io::TensorMap& weights) {
   std::map<torch::ScalarType, size_t> counts;
@@ -183,12 +197,11 @@ torch::ScalarType weights_dtype(const io::TensorMap& weights) {
 }  // namespace
 
 std::shared_ptr<Model> load_model(const std::string& path, const LoadOptions& options) {
-  namespace stdfs = std::filesystem;
-  if (!stdfs::exists(path)) throw UserError(path + ": no such file or directory");
-  const stdfs::path dir = stdfs::is_directory(path) ? stdfs::path(path) : stdfs::path(path).parent_path();
-  const std::string config_path = (dir / "config.json").string();
-  if (!stdfs::exists(config_path))
-    throw UserError(path + ": no config.json " + (stdfs::is_directory(path) ? "in this directory" : "beside this file"));
+  if (!path_exists(path)) throw UserError(path + ": no such file or directory");
+  const bool dir = is_directory(path);
+  const std::string config_path = (dir ? path : parent_directory(path)) + "/config.json";
+  if (!path_exists(config_path))
+    throw UserError(path + ": no config.json " + (dir ? "in this directory" : "beside this file"));
   const ModelConfig config = ModelConfig::load(config_path);
   const torch::Device device = parse_device(options.device);
   const io::TensorMap weights = io::load_weights(path);

@@ -2,7 +2,7 @@
 // and the exact UserError for what it refuses.
 #include <gtest/gtest.h>
 
-#include <filesystem>
+#include <fstream>
 
 #include "io/weights.h"
 #include "model/model.h"
@@ -12,7 +12,6 @@
 namespace secateur::model {
 namespace {
 
-namespace stdfs = std::filesystem;
 using testing::fixture;
 
 std::string load_error(const std::string& path, const LoadOptions& options = {}) {
@@ -74,7 +73,10 @@ TEST(Loader, UnexpectedTensorsAreReportedNotFatal) {
 TEST(Loader, PathErrors) {
   EXPECT_EQ(load_error("/nonexistent/model"), "/nonexistent/model: no such file or directory");
   testing::TempDir dir;
-  stdfs::copy_file(fixture("gpt2") + "/model.pt", dir / "model.pt");
+  {
+    std::ifstream in(fixture("gpt2") + "/model.pt", std::ios::binary);
+    std::ofstream(dir / "model.pt", std::ios::binary) << in.rdbuf();
+  }
   EXPECT_EQ(load_error(dir / "model.pt"), dir / "model.pt" + ": no config.json beside this file");
   EXPECT_EQ(load_error(dir.str()), dir.str() + ": no config.json in this directory");
   LoadOptions options;

@@ -44,9 +44,12 @@ inline ModelConfig config_from(const std::string& json_text) {
 
 }  // namespace secateur::model::testing
 
-#include <filesystem>
-#include <random>
+#include <ftw.h>
+#include <stdlib.h>
+
+#include <cstdio>
 #include <set>
+#include <stdexcept>
 
 #include "model/prunable.h"
 
@@ -76,23 +79,26 @@ inline io::TensorMap remove_groups(const io::TensorMap& state, const std::vector
   return out;
 }
 
-// A fresh empty directory under the system temp dir, removed with the object.
+// A fresh empty directory under /tmp, removed with the object. POSIX calls on purpose: with the
+// PyTorch 2.11 wheel, std::filesystem::remove_all binds to libtorch.so's own copy and crashes.
 class TempDir {
  public:
   TempDir() {
-    std::random_device rd;
-    path_ = std::filesystem::temp_directory_path() / ("secateur-model-test-" + std::to_string(rd()) + std::to_string(rd()));
-    std::filesystem::create_directories(path_);
+    char pattern[] = "/tmp/secateur-model-test-XXXXXX";
+    if (mkdtemp(pattern) == nullptr) throw std::runtime_error("mkdtemp failed");
+    path_ = pattern;
   }
   ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
+    nftw(path_.c_str(), [](const char* p, const struct stat*, int, struct FTW*) { return ::remove(p); }, 16,
+         FTW_DEPTH | FTW_PHYS);
   }
-  std::string str() const { return path_.string(); }
-  std::string operator/(const std::string& name) const { return (path_ / name).string(); }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& str() const { return path_; }
+  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
 
  private:
-  std::filesystem::path path_;
+  std::string path_;
 };
 
 }  // namespace secateur::model::testing
