@@ -108,15 +108,13 @@ class HfTokenizer final : public Tokenizer {
     tokens.reserve(ids.size());
     for (int32_t id : ids) {
       const std::string* token = nullptr;
-      bool is_special = false;
       if (const auto it = added_by_id_.find(id); it != added_by_id_.end()) {
         token = &added_[it->second].shown;
       } else {
         token = model_->id_to_token(id);
       }
-      if (token == nullptr) continue;
-      is_special = special_contents_.count(*token) > 0;
-      if (skip_special_tokens && is_special) continue;
+      if (token == nullptr) continue;  // HF skips ids it has no token for
+      if (skip_special_tokens && special_contents_.count(*token) > 0) continue;
       tokens.push_back(*token);
     }
     std::string out;
