@@ -3,7 +3,6 @@
 // pre-tokenized, and each piece goes through the model; a post-processor adds the special tokens.
 #include <algorithm>
 #include <climits>
-#include <filesystem>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -279,13 +278,12 @@ class HfTokenizer final : public Tokenizer {
       }
     }
     // transformers' tokenizer_config.json, when it sits beside the file, has the final word.
-    const auto config = std::filesystem::path(path).parent_path() / "tokenizer_config.json";
-    std::error_code ec;
-    if (!std::filesystem::is_regular_file(config, ec)) return;
-    const Where where{config.string(), ""};
+    const std::string config = fs::join(fs::parent_path(path), "tokenizer_config.json");
+    if (!fs::is_regular_file(config)) return;
+    const Where where{config, ""};
     json cfg;
     try {
-      cfg = json::parse(fs::read_file(config.string()));
+      cfg = json::parse(fs::read_file(config));
     } catch (const json::exception& e) {
       where.fail(std::string("not valid JSON: ") + e.what());
     }

@@ -11,7 +11,6 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
 #include <mutex>
 #include <stdexcept>
 #include <thread>
@@ -30,22 +29,25 @@ namespace secateur::data {
 namespace {
 
 namespace proto = spm_protocol;
-namespace stdfs = std::filesystem;
 
 constexpr const char* kToolName = "secateur-spm";
 
-bool executable(const std::string& path) { return !path.empty() && ::access(path.c_str(), X_OK) == 0 && !stdfs::is_directory(path); }
+bool executable(const std::string& path) {
+  return !path.empty() && ::access(path.c_str(), X_OK) == 0 && !fs::is_directory(path);
+}
 
 // The companion: $SECATEUR_SPM_TOOL, else next to the running executable (installed layouts,
-// build/bin), else where this build put it.
+// build/bin), else where this build put it. Paths go through secateur::fs and POSIX, not
+// std::filesystem (see util/fs.h on the torch wheel's copies of it).
 std::string locate_tool() {
   if (const char* env = std::getenv("SECATEUR_SPM_TOOL"); env != nullptr && *env != '\0') {
     if (!executable(env)) throw UserError(std::string("SECATEUR_SPM_TOOL=") + env + ": not an executable file");
     return env;
   }
-  std::error_code ec;
-  const stdfs::path self = stdfs::read_symlink("/proc/self/exe", ec);
-  const std::string beside = ec ? std::string() : (self.parent_path() / kToolName).string();
+  char self[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+  const std::string beside = n > 0 ? fs::join(fs::parent_path(std::string(self, static_cast<size_t>(n))), kToolName)
+                                   : std::string();
   if (executable(beside)) return beside;
 #ifdef SECATEUR_SPM_TOOL_BUILD_PATH
   if (executable(SECATEUR_SPM_TOOL_BUILD_PATH)) return SECATEUR_SPM_TOOL_BUILD_PATH;
@@ -69,7 +71,7 @@ class SpmProcess {
       throw UserError(std::string("cannot create a socket pair for ") + kToolName + ": " + std::strerror(errno));
     }
     // The child's stderr goes to an unlinked temp file, read back only to explain a failure.
-    std::string tmpl = (stdfs::temp_directory_path() / "secateur-spm-XXXXXX").string();
+    std::string tmpl = fs::join(fs::temp_directory(), "secateur-spm-XXXXXX");
     stderr_fd_ = ::mkostemp(tmpl.data(), O_CLOEXEC);
     if (stderr_fd_ >= 0) ::unlink(tmpl.c_str());
     posix_spawn_file_actions_t actions;
@@ -263,17 +265,15 @@ std::string train_sentencepiece(const std::vector<std::string>& text_files, cons
   const std::string context = "train_sentencepiece(" + out_prefix + ")";
   if (text_files.empty()) throw UserError(context + ": no training text files given");
   for (const auto& f : text_files) {
-    std::error_code ec;
-    if (!stdfs::is_regular_file(f, ec)) throw UserError(f + ": no such file (a training text for " + context + ")");
+    if (!fs::is_regular_file(f)) throw UserError(f + ": no such file (a training text for " + context + ")");
   }
   if (vocab_size <= 0) throw UserError(context + ": vocab_size must be positive, got " + std::to_string(vocab_size));
   if (model_type != "unigram" && model_type != "bpe" && model_type != "char" && model_type != "word") {
     throw UserError(context + ": unknown model_type '" + model_type + "' (expected unigram, bpe, char or word)");
   }
-  const stdfs::path parent = stdfs::path(out_prefix).parent_path();
-  std::error_code ec;
-  if (!parent.empty() && !stdfs::is_directory(parent, ec)) {
-    throw UserError(context + ": output directory " + parent.string() + " does not exist");
+  const std::string parent = fs::parent_path(out_prefix);
+  if (!parent.empty() && !fs::is_directory(parent)) {
+    throw UserError(context + ": output directory " + parent + " does not exist");
   }
   std::vector<std::string> fields{std::to_string(text_files.size())};
   fields.insert(fields.end(), text_files.begin(), text_files.end());
@@ -291,7 +291,7 @@ std::string train_sentencepiece(const std::vector<std::string>& text_files, cons
   SpmProcess process;
   process.call("train", std::move(fields), context);
   const std::string model = out_prefix + ".model";
-  if (!stdfs::is_regular_file(model, ec)) throw UserError(context + ": training reported success but wrote no " + model);
+  if (!fs::is_regular_file(model)) throw UserError(context + ": training reported success but wrote no " + model);
   return model;
 }
 

@@ -1,15 +1,12 @@
 #include "data/tokenizer.h"
 
-#include <algorithm>
-#include <filesystem>
 #include <fstream>
 
 #include "data/loaders.h"
 #include "util/error.h"
+#include "util/fs.h"
 
 namespace secateur::data {
-
-namespace stdfs = std::filesystem;
 
 Encoding Tokenizer::encode_pair(const std::string& a, const std::string& b) const {
   Encoding out;
@@ -23,6 +20,10 @@ Encoding Tokenizer::encode_pair(const std::string& a, const std::string& b) cons
 
 namespace {
 
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
 // tokenizer.json is JSON; a .model is a binary protobuf, which never starts with '{'.
 bool looks_like_json(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -34,9 +35,8 @@ bool looks_like_json(const std::string& path) {
 }
 
 std::unique_ptr<Tokenizer> load_file(const std::string& path) {
-  const std::string ext = stdfs::path(path).extension().string();
-  if (ext == ".json") return load_hf_tokenizer(path);
-  if (ext == ".model") return load_spm_tokenizer(path);
+  if (ends_with(path, ".json")) return load_hf_tokenizer(path);
+  if (ends_with(path, ".model")) return load_spm_tokenizer(path);
   return looks_like_json(path) ? load_hf_tokenizer(path) : load_spm_tokenizer(path);
 }
 
@@ -44,23 +44,20 @@ std::unique_ptr<Tokenizer> load_file(const std::string& path) {
 
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path) {
   const std::string expected = "expected a tokenizer.json, a SentencePiece .model, or a directory holding one";
-  std::error_code ec;
-  const auto status = stdfs::status(path, ec);
-  if (ec || !stdfs::exists(status)) throw UserError(path + ": no such file or directory (" + expected + ")");
-  if (!stdfs::is_directory(status)) return load_file(path);
+  // secateur::fs, not std::filesystem: see util/fs.h on the torch wheel's copies of it.
+  if (!fs::exists(path)) throw UserError(path + ": no such file or directory (" + expected + ")");
+  if (!fs::is_directory(path)) return load_file(path);
   // transformers prefers tokenizer.json when a checkpoint ships both it and tokenizer.model.
-  const stdfs::path dir(path);
-  if (stdfs::is_regular_file(dir / "tokenizer.json", ec)) return load_hf_tokenizer((dir / "tokenizer.json").string());
-  if (stdfs::is_regular_file(dir / "tokenizer.model", ec)) return load_spm_tokenizer((dir / "tokenizer.model").string());
+  if (fs::is_regular_file(fs::join(path, "tokenizer.json"))) return load_hf_tokenizer(fs::join(path, "tokenizer.json"));
+  if (fs::is_regular_file(fs::join(path, "tokenizer.model"))) return load_spm_tokenizer(fs::join(path, "tokenizer.model"));
   std::vector<std::string> models;
-  for (const auto& entry : stdfs::directory_iterator(dir, ec)) {
-    if (entry.is_regular_file(ec) && entry.path().extension() == ".model") models.push_back(entry.path().string());
+  for (const auto& name : fs::list_directory(path)) {  // sorted
+    if (ends_with(name, ".model") && fs::is_regular_file(fs::join(path, name))) models.push_back(name);
   }
-  std::sort(models.begin(), models.end());
-  if (models.size() == 1) return load_spm_tokenizer(models[0]);
+  if (models.size() == 1) return load_spm_tokenizer(fs::join(path, models[0]));
   if (models.size() > 1) {
     std::string list;
-    for (const auto& m : models) list += (list.empty() ? "" : ", ") + stdfs::path(m).filename().string();
+    for (const auto& m : models) list += (list.empty() ? "" : ", ") + m;
     throw UserError(path + ": several SentencePiece models (" + list + "); name the file to use");
   }
   throw UserError(path + ": no tokenizer.json or SentencePiece .model file in this directory (" + expected + ")");

@@ -4,17 +4,16 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include <filesystem>
 #include <fstream>
 #include <future>
 #include <nlohmann/json.hpp>
 
+#include "data/temp_dir.h"
 #include "data/tokenizer.h"
 
 using nlohmann::json;
 using secateur::data::load_tokenizer;
 using secateur::data::Tokenizer;
-namespace stdfs = std::filesystem;
 
 namespace {
 
@@ -28,15 +27,9 @@ json read_json(const std::string& path) {
 
 // Writes edited copies of fixture files into a temp dir removed at the end of the test.
 struct Scratch {
-  stdfs::path dir;
-  Scratch() {
-    std::string tmpl = (stdfs::temp_directory_path() / "secateur-hf-test-XXXXXX").string();
-    dir = ::mkdtemp(tmpl.data());
-  }
-  ~Scratch() { stdfs::remove_all(dir); }
+  TempDir dir;
   std::unique_ptr<Tokenizer> load(const json& doc, const std::string& name = "tokenizer.json") const {
-    std::ofstream(dir / name) << doc.dump();
-    return load_tokenizer((dir / name).string());
+    return load_tokenizer(dir.file(name, doc.dump()));
   }
 };
 

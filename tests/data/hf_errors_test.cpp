@@ -2,10 +2,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "data/temp_dir.h"
 #include "data/tokenizer.h"
 #include "util/error.h"
 
@@ -14,22 +14,12 @@ using secateur::UserError;
 using secateur::data::load_tokenizer;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
-namespace stdfs = std::filesystem;
 
 namespace {
 
 class HfErrors : public ::testing::Test {
  protected:
-  void SetUp() override {
-    std::string tmpl = (stdfs::temp_directory_path() / "secateur-hf-errors-XXXXXX").string();
-    dir_ = ::mkdtemp(tmpl.data());
-  }
-  void TearDown() override { stdfs::remove_all(dir_); }
-
-  std::string write(const std::string& name, const std::string& text) const {
-    std::ofstream(dir_ / name) << text;
-    return (dir_ / name).string();
-  }
+  std::string write(const std::string& name, const std::string& text) const { return dir_.file(name, text); }
 
   // The UserError message of loading `doc` (written as tokenizer.json), or a marker if none.
   std::string load_error(const json& doc) const { return error_of(write("tokenizer.json", doc.dump())); }
@@ -55,21 +45,21 @@ class HfErrors : public ::testing::Test {
     })");
   }
 
-  stdfs::path dir_;
+  TempDir dir_;
 };
 
 TEST_F(HfErrors, TheBaseFileLoads) {
   // The other tests' failures come from their one edit, not from the base file.
   write("tokenizer.json", base().dump());
-  const auto tok = load_tokenizer((dir_ / "tokenizer.json").string());
+  const auto tok = load_tokenizer(dir_ / "tokenizer.json");
   EXPECT_EQ(tok->encode("AB a"), (std::vector<int32_t>{1, 3, 1}));
   EXPECT_EQ(tok->encode("c"), (std::vector<int32_t>{0}));
 }
 
 TEST_F(HfErrors, MissingPathsAndEmptyDirectories) {
-  EXPECT_THAT(error_of((dir_ / "nope.json").string()),
+  EXPECT_THAT(error_of(dir_ / "nope.json"),
               AllOf(HasSubstr("nope.json: no such file or directory"), HasSubstr("expected a tokenizer.json")));
-  EXPECT_THAT(error_of(dir_.string()), HasSubstr("no tokenizer.json or SentencePiece .model file in this directory"));
+  EXPECT_THAT(error_of(dir_.path), HasSubstr("no tokenizer.json or SentencePiece .model file in this directory"));
 }
 
 TEST_F(HfErrors, NotJsonOrNotAnObject) {
@@ -172,10 +162,10 @@ TEST_F(HfErrors, UnknownTokenNeededButMissingFailsTheEncode) {
 TEST_F(HfErrors, MalformedTokenizerConfigIsNamed) {
   write("tokenizer.json", base().dump());
   const std::string config = write("tokenizer_config.json", "{\"eos_token\": 3}");
-  EXPECT_THAT(error_of((dir_ / "tokenizer.json").string()),
+  EXPECT_THAT(error_of(dir_ / "tokenizer.json"),
               HasSubstr(config + ": eos_token: expected a token string or {\"content\": ...}"));
   write("tokenizer_config.json", "not json");
-  EXPECT_THAT(error_of((dir_ / "tokenizer.json").string()), HasSubstr(config + ": not valid JSON"));
+  EXPECT_THAT(error_of(dir_ / "tokenizer.json"), HasSubstr(config + ": not valid JSON"));
 }
 
 }  // namespace

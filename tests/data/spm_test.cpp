@@ -2,14 +2,13 @@
 // training, errors, and the protobuf clash it exists to avoid.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <sys/stat.h>
 #include <torch/torch.h>
 
 #include <cstdlib>
-#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "data/temp_dir.h"
 #include "data/tokenizer.h"
 #include "util/error.h"
 
@@ -18,7 +17,6 @@ using secateur::UserError;
 using secateur::data::load_tokenizer;
 using secateur::data::train_sentencepiece;
 using ::testing::HasSubstr;
-namespace stdfs = std::filesystem;
 
 namespace {
 
@@ -38,22 +36,6 @@ std::string error_of(const std::function<void()>& f) {
   }
   return "(no UserError)";
 }
-
-// A fresh directory under the system temp dir, removed at the end of the test.
-struct TempDir {
-  stdfs::path path;
-  TempDir() {
-    std::string tmpl = (stdfs::temp_directory_path() / "secateur-data-test-XXXXXX").string();
-    path = ::mkdtemp(tmpl.data());
-  }
-  ~TempDir() { stdfs::remove_all(path); }
-  std::string file(const std::string& name, const std::string& content, bool executable = false) const {
-    const auto p = path / name;
-    std::ofstream(p, std::ios::binary) << content;
-    if (executable) ::chmod(p.c_str(), 0755);
-    return p.string();
-  }
-};
 
 // Sets an environment variable for one test.
 struct EnvGuard {
@@ -127,8 +109,8 @@ TEST(Spm, DefaultPairJoinsBothEncodings) {
 
 TEST(Spm, LoadsFromADirectoryAndFingerprintsTheBytes) {
   TempDir dir;
-  stdfs::copy_file(kDir + "spm_bpe.model", dir.path / "tokenizer.model");
-  const auto from_dir = load_tokenizer(dir.path.string());
+  secateur::fs::copy_file(kDir + "spm_bpe.model", dir / "tokenizer.model");
+  const auto from_dir = load_tokenizer(dir.path);
   const auto direct = load_tokenizer(kDir + "spm_bpe.model");
   EXPECT_EQ(from_dir->fingerprint(), direct->fingerprint());
   EXPECT_NE(direct->fingerprint(), load_tokenizer(kDir + "spm_unigram.model")->fingerprint());
@@ -147,8 +129,8 @@ TEST(Spm, TrainsUnigramAndBpeModelsThatRoundTrip) {
   }
   const std::string corpus = dir.file("corpus, with a comma.txt", text);
   for (const std::string type : {"unigram", "bpe"}) {
-    const std::string model = train_sentencepiece({corpus}, (dir.path / ("m_" + type)).string(), 60, type);
-    EXPECT_EQ(model, (dir.path / ("m_" + type + ".model")).string());
+    const std::string model = train_sentencepiece({corpus}, dir / ("m_" + type), 60, type);
+    EXPECT_EQ(model, dir / ("m_" + type + ".model"));
     const auto tok = load_tokenizer(model);
     EXPECT_EQ(tok->vocab_size(), 60) << type;
     for (const char* l : lines) {
@@ -157,8 +139,8 @@ TEST(Spm, TrainsUnigramAndBpeModelsThatRoundTrip) {
       EXPECT_EQ(tok->decode(ids), l) << type;
     }
   }
-  EXPECT_NE(load_tokenizer((dir.path / "m_unigram.model").string())->fingerprint(),
-            load_tokenizer((dir.path / "m_bpe.model").string())->fingerprint());
+  EXPECT_NE(load_tokenizer(dir / "m_unigram.model")->fingerprint(),
+            load_tokenizer(dir / "m_bpe.model")->fingerprint());
 }
 
 TEST(Spm, TrainingOptionsReachTheTrainer) {
@@ -166,7 +148,7 @@ TEST(Spm, TrainingOptionsReachTheTrainer) {
   std::string text;
   for (int i = 0; i < 30; ++i) text += "pruning weights and heads " + std::to_string(i * 7) + "\n";
   const std::string corpus = dir.file("c.txt", text);
-  const auto model = train_sentencepiece({corpus}, (dir.path / "sym").string(), 300, "bpe",
+  const auto model = train_sentencepiece({corpus}, dir / "sym", 300, "bpe",
                                          {{"user_defined_symbols", "<sep>"}, {"byte_fallback", "true"}});
   const auto tok = load_tokenizer(model);
   ASSERT_TRUE(tok->token_to_id("<sep>"));
@@ -178,15 +160,15 @@ TEST(Spm, TrainingOptionsReachTheTrainer) {
 TEST(Spm, TrainingErrorsAreUserErrors) {
   TempDir dir;
   const std::string corpus = dir.file("c.txt", "some text\nmore text\n");
-  const std::string out = (dir.path / "m").string();
-  EXPECT_THAT(error_of([&] { train_sentencepiece({(dir.path / "missing.txt").string()}, out, 50, "unigram"); }),
+  const std::string out = dir / "m";
+  EXPECT_THAT(error_of([&] { train_sentencepiece({dir / "missing.txt"}, out, 50, "unigram"); }),
               HasSubstr("missing.txt: no such file"));
   EXPECT_THAT(error_of([&] { train_sentencepiece({corpus}, out, 50, "wordpiece"); }),
               HasSubstr("unknown model_type 'wordpiece'"));
   EXPECT_THAT(error_of([&] { train_sentencepiece({corpus}, out, 0, "bpe"); }), HasSubstr("vocab_size must be positive"));
   EXPECT_THAT(error_of([&] { train_sentencepiece({corpus}, out, 50, "bpe", {{"vocab_size", "9"}}); }),
               HasSubstr("option 'vocab_size' is set by train_sentencepiece"));
-  EXPECT_THAT(error_of([&] { train_sentencepiece({corpus}, (dir.path / "no/dir/m").string(), 50, "bpe"); }),
+  EXPECT_THAT(error_of([&] { train_sentencepiece({corpus}, dir / "no/dir/m", 50, "bpe"); }),
               HasSubstr("does not exist"));
   // The trainer's own refusals come back through the companion with its message.
   EXPECT_THAT(error_of([&] { train_sentencepiece({corpus}, out, 50, "bpe", {{"no_such_flag", "1"}}); }),
@@ -200,18 +182,18 @@ TEST(Spm, BadModelFilesAreUserErrors) {
   const std::string garbage = dir.file("broken.model", std::string("\x08\x96\x01not a model at all", 20));
   EXPECT_THAT(error_of([&] { load_tokenizer(garbage); }),
               ::testing::AllOf(HasSubstr("broken.model"), HasSubstr("SentencePiece .model")));
-  EXPECT_THAT(error_of([&] { load_tokenizer((dir.path / "absent.model").string()); }), HasSubstr("absent.model"));
+  EXPECT_THAT(error_of([&] { load_tokenizer(dir / "absent.model"); }), HasSubstr("absent.model"));
   dir.file("a.model", "x"), dir.file("b.model", "y");
-  EXPECT_THAT(error_of([&] { load_tokenizer(dir.path.string()); }),
+  EXPECT_THAT(error_of([&] { load_tokenizer(dir.path); }),
               HasSubstr("several SentencePiece models (a.model, b.model, broken.model)"));
 }
 
 TEST(Spm, CompanionProblemsAreUserErrors) {
   TempDir dir;
   {
-    EnvGuard env("SECATEUR_SPM_TOOL", (dir.path / "nowhere").string());
+    EnvGuard env("SECATEUR_SPM_TOOL", dir / "nowhere");
     EXPECT_THAT(error_of([&] { load_tokenizer(kDir + "spm_bpe.model"); }),
-                HasSubstr("SECATEUR_SPM_TOOL=" + (dir.path / "nowhere").string() + ": not an executable"));
+                HasSubstr("SECATEUR_SPM_TOOL=" + dir / "nowhere" + ": not an executable"));
   }
   {
     // A companion that dies at once: the error says how, with its last words.
@@ -223,7 +205,7 @@ TEST(Spm, CompanionProblemsAreUserErrors) {
     EXPECT_THAT(e, HasSubstr("spm_bpe.model"));
   }
   // And the real one is found without the variable (beside the test binary or in the build).
-  EXPECT_TRUE(stdfs::exists(SECATEUR_SPM_TOOL_BUILD_PATH));
+  EXPECT_TRUE(secateur::fs::is_regular_file(SECATEUR_SPM_TOOL_BUILD_PATH));
   EXPECT_NO_THROW(load_tokenizer(kDir + "spm_bpe.model"));
 }
 
