@@ -1,0 +1,90 @@
+#include "eval/perplexity.h"
+
+#include <cmath>
+
+#include "eval/loss.h"
+#include "util/error.h"
+#include "util/progress.h"
+
+namespace secateur::eval {
+
+std::string PerplexityResult::protocol() const {
+  return "sliding window, context " + std::to_string(context) + ", stride " + std::to_string(stride) + ", " +
+         std::to_string(tokens_scored) + " tokens";
+}
+
+namespace {
+
+struct Window {
+  int64_t begin, end, target_len;  // scores tokens [end - target_len, end)
+};
+
+std::vector<Window> windows_of(int64_t length, int64_t context, int64_t stride) {
+  std::vector<Window> out;
+  int64_t previous_end = 0;
+  for (int64_t begin = 0; begin < length; begin += stride) {
+    int64_t end = std::min(begin + context, length);
+    out.push_back({begin, end, end - previous_end});
+    previous_end = end;
+    if (end == length) break;
+  }
+  return out;
+}
+
+}  // namespace
+
+PerplexityResult perplexity(model::Model& model, const torch::Tensor& tokens, const PerplexityOptions& o) {
+  if (!model.config().is_causal() || model.config().task != model::Task::causal_lm)
+    throw UserError("perplexity needs a causal LM (got a " + model::to_string(model.config().task) + " " +
+                    model.config().model_type + " model)");
+  if (o.context < 2 || o.stride < 1 || o.stride > o.context)
+    throw UserError("perplexity: need context ≥ 2 and 1 ≤ stride ≤ context (got context " + std::to_string(o.context) +
+                    ", stride " + std::to_string(o.stride) + ")");
+  const int64_t max_positions = model.config().max_position_embeddings;
+  if (max_positions > 0 && o.context > max_positions)
+    throw UserError("perplexity context " + std::to_string(o.context) + " is longer than the model's " +
+                    std::to_string(max_positions) + " positions");
+  if (tokens.dim() != 1 || tokens.size(0) < 2) throw UserError("perplexity: the evaluation text has fewer than 2 tokens");
+
+  torch::NoGradGuard no_grad;
+  model.eval();
+  const auto device = model.device();
+  const auto windows = windows_of(tokens.size(0), o.context, o.stride);
+  torch::Tensor nll_sum = torch::zeros({}, torch::TensorOptions().dtype(torch::kDouble).device(device));
+  torch::Tensor count = torch::zeros({}, torch::TensorOptions().dtype(torch::kLong).device(device));
+  Progress progress("perplexity", static_cast<int64_t>(windows.size()), "win");
+  for (size_t i = 0; i < windows.size();) {
+    // Windows of equal length share a forward pass.
+    size_t j = i;
+    const int64_t length = windows[i].end - windows[i].begin;
+    std::vector<torch::Tensor> inputs, labels;
+    while (j < windows.size() && static_cast<int64_t>(j - i) < o.batch_size && windows[j].end - windows[j].begin == length) {
+      auto ids = tokens.slice(0, windows[j].begin, windows[j].end);
+      auto lab = ids.clone();
+      lab.slice(0, 0, length - windows[j].target_len).fill_(-100);  // context only, already scored
+      inputs.push_back(ids);
+      labels.push_back(lab);
+      ++j;
+    }
+    data::Batch batch;
+    batch.input_ids = torch::stack(inputs).to(device);
+    batch.labels = torch::stack(labels).to(device);
+    auto logits = model.forward(batch.input_ids).logits;
+    LossSum s = task_loss_sum(model::Task::causal_lm, logits, batch);
+    nll_sum += s.sum.to(torch::kDouble);
+    count += s.count;
+    progress.update(static_cast<int64_t>(j));
+    i = j;
+  }
+  progress.finish();
+  PerplexityResult r;
+  r.tokens_scored = count.item<int64_t>();
+  r.mean_nll = nll_sum.item<double>() / static_cast<double>(std::max<int64_t>(1, r.tokens_scored));
+  r.perplexity = std::exp(r.mean_nll);
+  r.windows = static_cast<int64_t>(windows.size());
+  r.context = o.context;
+  r.stride = o.stride;
+  return r;
+}
+
+}  // namespace secateur::eval
