@@ -1,5 +1,6 @@
 #include "model/bert.h"
 
+#include "model/tap.h"
 #include "util/error.h"
 
 namespace secateur::model {
@@ -138,8 +139,14 @@ torch::Tensor EncoderModel::layer_forward(int64_t l, const torch::Tensor& input,
   const LayerShape& s = config_.layers[l];
   const Gates* g = pass.gates;
   torch::Tensor x = input;
-  if (s.has_attention) x = fn::interpolate(x, attention_block(l, x, pass), g ? Gates::at(g->attn_block, l) : torch::Tensor());
-  if (s.has_mlp) x = fn::interpolate(x, mlp_block(l, x, pass), g ? Gates::at(g->mlp_block, l) : torch::Tensor());
+  if (s.has_attention) {
+    x = fn::interpolate(x, attention_block(l, x, pass), g ? Gates::at(g->attn_block, l) : torch::Tensor());
+    fn::tap_block(l, true, x);
+  }
+  if (s.has_mlp) {
+    x = fn::interpolate(x, mlp_block(l, x, pass), g ? Gates::at(g->mlp_block, l) : torch::Tensor());
+    fn::tap_block(l, false, x);
+  }
   return g ? fn::interpolate(input, x, Gates::at(g->layer, l)) : x;
 }
 
@@ -165,6 +172,7 @@ torch::Tensor EncoderModel::head(const torch::Tensor& last, const Pass& pass) co
 ForwardOutput EncoderModel::forward(const torch::Tensor& input_ids_in, const torch::Tensor& attention_mask,
                                     const Gates* gates, const ForwardOptions& options) {
   const ModelConfig& c = config_;
+  check_runnable();
   if (gates) gates->validate(c);
   const torch::Tensor input_ids = input_ids_in.to(device());
   const int64_t seq_len = input_ids.size(1);

@@ -1,10 +1,12 @@
 #include "model/functional.h"
 
+#include "model/tap.h"
 #include "util/error.h"
 
 namespace secateur::model::fn {
 
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
+  tap_projection(w, 1, x);
   return torch::nn::functional::linear(x, w, b);
 }
 

@@ -1,5 +1,6 @@
 #include "model/gpt2.h"
 
+#include "model/tap.h"
 #include "util/error.h"
 
 namespace secateur::model {
@@ -8,6 +9,7 @@ namespace {
 
 // HF's Conv1D: x·W + b with W stored [in, out].
 torch::Tensor conv1d(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
+  fn::tap_projection(w, 0, x);
   std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end());
   out_shape.back() = w.size(1);
   return torch::addmm(b, x.reshape({-1, x.size(-1)}), w).view(out_shape);
@@ -97,10 +99,14 @@ torch::Tensor Gpt2Model::layer_forward(int64_t l, torch::Tensor x, const Pass& p
   const LayerShape& s = config_.layers[l];
   const Gates* g = pass.gates;
   const torch::Tensor layer_gate = g ? Gates::at(g->layer, l) : torch::Tensor();
-  if (s.has_attention)
+  if (s.has_attention) {
     x = fn::residual(x, attention_branch(l, x, pass), fn::product(layer_gate, g ? Gates::at(g->attn_block, l) : torch::Tensor()));
-  if (s.has_mlp)
+    fn::tap_block(l, true, x);
+  }
+  if (s.has_mlp) {
     x = fn::residual(x, mlp_branch(l, x, pass), fn::product(layer_gate, g ? Gates::at(g->mlp_block, l) : torch::Tensor()));
+    fn::tap_block(l, false, x);
+  }
   return x;
 }
 
@@ -117,6 +123,7 @@ torch::Tensor Gpt2Model::head(const torch::Tensor& last, const torch::Tensor& in
 ForwardOutput Gpt2Model::forward(const torch::Tensor& input_ids_in, const torch::Tensor& attention_mask,
                                  const Gates* gates, const ForwardOptions& options) {
   const ModelConfig& c = config_;
+  check_runnable();
   if (gates) gates->validate(c);
   const torch::Tensor input_ids = input_ids_in.to(device());
   const int64_t seq_len = input_ids.size(1);

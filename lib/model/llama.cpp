@@ -1,5 +1,6 @@
 #include "model/llama.h"
 
+#include "model/tap.h"
 #include "util/error.h"
 
 namespace secateur::model {
@@ -93,10 +94,14 @@ torch::Tensor LlamaModel::layer_forward(int64_t l, torch::Tensor x, const Pass& 
   const LayerShape& s = config_.layers[l];
   const Gates* g = pass.gates;
   const torch::Tensor layer_gate = g ? Gates::at(g->layer, l) : torch::Tensor();
-  if (s.has_attention)
+  if (s.has_attention) {
     x = fn::residual(x, attention_branch(l, x, pass), fn::product(layer_gate, g ? Gates::at(g->attn_block, l) : torch::Tensor()));
-  if (s.has_mlp)
+    fn::tap_block(l, true, x);
+  }
+  if (s.has_mlp) {
     x = fn::residual(x, mlp_branch(l, x, pass), fn::product(layer_gate, g ? Gates::at(g->mlp_block, l) : torch::Tensor()));
+    fn::tap_block(l, false, x);
+  }
   return x;
 }
 
@@ -113,6 +118,7 @@ torch::Tensor LlamaModel::head(const torch::Tensor& last, const torch::Tensor& i
 ForwardOutput LlamaModel::forward(const torch::Tensor& input_ids_in, const torch::Tensor& attention_mask,
                                   const Gates* gates, const ForwardOptions& options) {
   const ModelConfig& c = config_;
+  check_runnable();
   if (gates) gates->validate(c);
   const torch::Tensor input_ids = input_ids_in.to(device());
   const int64_t seq_len = input_ids.size(1);

@@ -1,6 +1,7 @@
 #include "model/model.h"
 
 #include <sys/stat.h>
+#include <torch/version.h>
 
 #include <algorithm>
 #include <set>
@@ -142,6 +143,18 @@ std::shared_ptr<Model> build_model(const ModelConfig& config, const torch::Tenso
   return model;
 }
 
+bool half_runs_on(torch::Device device) {
+  // LibTorch 1.13 lacks CPU float16 kernels for layer_norm and matmul; 2.x has them.
+  return device.is_cuda() || TORCH_VERSION_MAJOR >= 2;
+}
+
+void check_runnable(torch::ScalarType dtype, torch::Device device) {
+  if (dtype == torch::kHalf && !half_runs_on(device))
+    throw UserError("float16 on the CPU needs LibTorch 2 or newer (this is " TORCH_VERSION "): use float32 or bfloat16");
+}
+
+void Model::check_runnable() const { model::check_runnable(dtype(), device()); }
+
 torch::ScalarType parse_dtype(const std::string& name) {
   if (name == "float32" || name == "fp32" || name == "float") return torch::kFloat32;
   if (name == "bfloat16" || name == "bf16") return torch::kBFloat16;
@@ -209,6 +222,11 @@ std::shared_ptr<Model> load_model(const std::string& path, const LoadOptions& op
   torch::ScalarType dtype = weights_dtype(weights);
   if (!config.torch_dtype.empty() && config.torch_dtype != "auto") dtype = parse_dtype(config.torch_dtype);
   if (options.dtype) dtype = *options.dtype;
+  if (!half_runs_on(device) && dtype == torch::kHalf) {
+    if (options.dtype) check_runnable(dtype, device);  // asked for explicitly: say why not
+    log::warn(path + ": float16 weights run as float32 on the CPU (LibTorch " TORCH_VERSION " has no CPU float16 kernels)");
+    dtype = torch::kFloat32;
+  }
 
   std::shared_ptr<Model> model;
   const auto tensor_options = torch::TensorOptions().dtype(dtype).device(device);

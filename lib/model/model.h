@@ -65,6 +65,9 @@ class Model : public torch::nn::Module {
 
   torch::ScalarType dtype() const;
   torch::Device device() const;
+  // Throws UserError when this LibTorch cannot run the model's dtype on its device
+  // (float16 on the CPU before LibTorch 2). Every forward calls it.
+  void check_runnable() const;
 
   // Hugging Face's initialisation: normal(0, initializer_range) matrices and embeddings, ones
   // for norm weights, zeros for biases. Uses torch's global generator.
@@ -106,13 +109,19 @@ std::shared_ptr<Model> build_model(const ModelConfig& config,
 
 struct LoadOptions {
   std::string device = "cpu";                 // cpu, cuda, cuda:N
-  std::optional<torch::ScalarType> dtype;     // default: config torch_dtype, else the weights' dtype
+  // Default: config torch_dtype, else the weights' dtype; float16 becomes float32 where this
+  // LibTorch has no float16 kernels for the device (the CPU before LibTorch 2).
+  std::optional<torch::ScalarType> dtype;
 };
 
 // Loads a model from a directory (config.json + model.safetensors, a sharded index, or model.pt),
 // or from a weights file (.safetensors or TorchScript .pt) whose config.json sits beside it.
 // Missing tensors and shape mismatches throw UserError; unexpected tensors are logged.
 std::shared_ptr<Model> load_model(const std::string& path, const LoadOptions& options = {});
+
+// Whether float16 kernels exist on `device` in this LibTorch, and the UserError when they don't.
+bool half_runs_on(torch::Device device);
+void check_runnable(torch::ScalarType dtype, torch::Device device);
 
 // "float32" / "bfloat16" / "float16" (also "fp32", "bf16", "fp16") → dtype; UserError otherwise.
 torch::ScalarType parse_dtype(const std::string& name);

@@ -4,6 +4,8 @@
 
 #include <fstream>
 
+#include <torch/version.h>
+
 #include "io/weights.h"
 #include "model/model.h"
 #include "model_test_util.h"
@@ -144,6 +146,65 @@ TEST(Loader, CudaWhenAvailable) {
                                 out.logits),
               1e-5) << name;
   }
+}
+
+TEST(Loader, ToConvertsDtypeInPlace) {
+  torch::set_num_threads(2);
+  const auto model = load_model(testing::fixture("llama_gqa"));
+  const torch::Tensor q = model->hf_parameter("model.layers.0.self_attn.q_proj.weight");
+  model->to(torch::kCPU, torch::kBFloat16);
+  EXPECT_EQ(model->dtype(), torch::kBFloat16);
+  EXPECT_EQ(q.scalar_type(), torch::kBFloat16);  // handles taken before see the conversion
+  EXPECT_EQ(model->state_dict_hf().at("lm_head.weight").scalar_type(), torch::kBFloat16);
+  const testing::Reference ref = testing::load_reference("llama_gqa");
+  torch::NoGradGuard no_grad;
+  EXPECT_LE(testing::max_diff_on_tokens(model->forward(ref.input_ids, ref.attention_mask).logits, ref.logits,
+                                        ref.attention_mask),
+            0.25);
+}
+
+// An fp16 checkpoint (bert_cls in float16) loads everywhere; it runs in fp16 where LibTorch can.
+TEST(Loader, Float16Checkpoint) {
+  torch::set_num_threads(2);
+  testing::TempDir dir;
+  io::TensorMap weights = io::load_weights(testing::fixture("bert_cls"));
+  for (auto& [name, t] : weights) t = t.to(torch::kHalf);
+  io::save_weights(dir.str(), weights);
+  ModelConfig config = ModelConfig::load(testing::fixture("bert_cls"));
+  config.torch_dtype = "float16";
+  config.save(dir.str());
+  const testing::Reference ref = testing::load_reference("bert_cls");
+  const auto model = load_model(dir.str());
+  torch::NoGradGuard no_grad;
+  EXPECT_LE(testing::max_diff(model->forward(ref.input_ids, ref.attention_mask).logits, ref.logits), 0.05);
+  LoadOptions half;
+  half.dtype = torch::kHalf;
+#if TORCH_VERSION_MAJOR >= 2
+  EXPECT_EQ(model->dtype(), torch::kHalf);
+  EXPECT_EQ(load_model(dir.str(), half)->dtype(), torch::kHalf);
+#else
+  EXPECT_EQ(model->dtype(), torch::kFloat32);
+  EXPECT_EQ(load_error(dir.str(), half),
+            "float16 on the CPU needs LibTorch 2 or newer (this is " TORCH_VERSION "): use float32 or bfloat16");
+  model->to(torch::kCPU, torch::kHalf);
+  EXPECT_THROW(model->forward(ref.input_ids, ref.attention_mask), UserError);
+#endif
+}
+
+TEST(Loader, TrainingModeAppliesDropout) {
+  torch::set_num_threads(2);
+  const auto model = load_model(testing::fixture("bert_cls"));  // dropout 0.1
+  const testing::Reference ref = testing::load_reference("bert_cls");
+  torch::NoGradGuard no_grad;
+  const torch::Tensor eval = model->forward(ref.input_ids, ref.attention_mask).logits;
+  model->train();
+  torch::manual_seed(3);
+  const torch::Tensor a = model->forward(ref.input_ids, ref.attention_mask).logits;
+  const torch::Tensor b = model->forward(ref.input_ids, ref.attention_mask).logits;
+  EXPECT_FALSE(a.equal(b));
+  EXPECT_FALSE(a.equal(eval));
+  model->eval();
+  EXPECT_TRUE(model->forward(ref.input_ids, ref.attention_mask).logits.equal(eval));
 }
 
 }  // namespace
