@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <set>
+#include <stdexcept>
 
 #include "model/bert.h"
 #include "model/gpt2.h"
@@ -132,13 +133,22 @@ io::TensorMap Model::state_dict_hf() const {
   return out;
 }
 
-std::shared_ptr<Model> build_model(const ModelConfig& config, const torch::TensorOptions& options) {
-  std::shared_ptr<Model> model;
+namespace {
+
+// The family's model with uninitialised parameters.
+std::shared_ptr<Model> make_model(const ModelConfig& config, const torch::TensorOptions& options) {
   switch (config.family) {
-    case Family::encoder: model = std::make_shared<EncoderModel>(config, options); break;
-    case Family::gpt2: model = std::make_shared<Gpt2Model>(config, options); break;
-    case Family::llama: model = std::make_shared<LlamaModel>(config, options); break;
+    case Family::encoder: return std::make_shared<EncoderModel>(config, options);
+    case Family::gpt2: return std::make_shared<Gpt2Model>(config, options);
+    case Family::llama: return std::make_shared<LlamaModel>(config, options);
   }
+  throw std::logic_error("unknown model family");
+}
+
+}  // namespace
+
+std::shared_ptr<Model> build_model(const ModelConfig& config, const torch::TensorOptions& options) {
+  std::shared_ptr<Model> model = make_model(config, options);
   model->init_weights();
   return model;
 }
@@ -220,7 +230,13 @@ std::shared_ptr<Model> load_model(const std::string& path, const LoadOptions& op
   const io::TensorMap weights = io::load_weights(path);
 
   torch::ScalarType dtype = weights_dtype(weights);
-  if (!config.torch_dtype.empty() && config.torch_dtype != "auto") dtype = parse_dtype(config.torch_dtype);
+  if (!config.torch_dtype.empty() && config.torch_dtype != "auto") {
+    try {
+      dtype = parse_dtype(config.torch_dtype);
+    } catch (const UserError& e) {
+      throw UserError(config_path + ": " + e.what());
+    }
+  }
   if (options.dtype) dtype = *options.dtype;
   if (!half_runs_on(device) && dtype == torch::kHalf) {
     if (options.dtype) check_runnable(dtype, device);  // asked for explicitly: say why not
@@ -228,13 +244,7 @@ std::shared_ptr<Model> load_model(const std::string& path, const LoadOptions& op
     dtype = torch::kFloat32;
   }
 
-  std::shared_ptr<Model> model;
-  const auto tensor_options = torch::TensorOptions().dtype(dtype).device(device);
-  switch (config.family) {
-    case Family::encoder: model = std::make_shared<EncoderModel>(config, tensor_options); break;
-    case Family::gpt2: model = std::make_shared<Gpt2Model>(config, tensor_options); break;
-    case Family::llama: model = std::make_shared<LlamaModel>(config, tensor_options); break;
-  }
+  const std::shared_ptr<Model> model = make_model(config, torch::TensorOptions().dtype(dtype).device(device));
   const LoadReport report = model->load_state(weights, path);
   if (!report.missing.empty())
     throw UserError(path + ": " + std::to_string(report.missing.size()) +
