@@ -1,20 +1,23 @@
-// `secateur report RUN_DIR...`: one comparison table over many runs, read from their report.json.
+// `secateur report RUN_DIR... [--out DIR]`: one comparison table over many runs (a directory of
+// runs, such as a sweep, stands for every run in it), sorted by sparsity — how a paper table is
+// rebuilt from a sweep. Prints Markdown; with --out also writes comparison.md and comparison.html.
+#include <boost/program_options.hpp>
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
-#include <algorithm>
-#include <map>
 
 #include "apps/commands.h"
+#include "report/report.h"
 #include "util/error.h"
 #include "util/fs.h"
-#include "util/strings.h"
+
+namespace po = boost::program_options;
 
 namespace secateur::cli {
 namespace {
 
 nlohmann::json read_report(const std::string& dir) {
-  const std::string path = dir + "/report.json";
+  const std::string path = fs::join(dir, "report.json");
   std::string text = fs::read_file(path);
   try {
     return nlohmann::json::parse(text);
@@ -23,64 +26,44 @@ nlohmann::json read_report(const std::string& dir) {
   }
 }
 
-std::string cell(const nlohmann::json& v) {
-  if (v.is_null()) return "—";
-  if (v.is_number_float()) return strings::format_number(v.get<double>());
-  if (v.is_string()) return v.get<std::string>();
-  return v.dump();
-}
-
 }  // namespace
 
 int report(const std::vector<std::string>& args) {
-  if (args.empty()) throw UsageError("report: give one or more run directories");
+  po::options_description options("report");
+  options.add_options()("runs", po::value<std::vector<std::string>>(), "run directories")(
+      "out", po::value<std::string>(), "also write comparison.md and comparison.html here");
+  po::positional_options_description positional;
+  positional.add("runs", -1);
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(options).positional(positional).run(), vm);
+  po::notify(vm);
+  if (!vm.count("runs")) throw UsageError("report: give one or more run directories");
+
   std::vector<std::string> dirs;
-  for (const auto& a : args) {
-    if (strings::starts_with(a, "-")) throw UsageError("report: unknown option '" + a + "'");
-    // A directory of runs (a sweep) stands for every run inside it.
-    if (!fs::exists(a + "/report.json") && fs::is_directory(a)) {
-      std::vector<std::string> inner;
+  for (const auto& a : vm["runs"].as<std::vector<std::string>>()) {
+    if (!fs::exists(fs::join(a, "report.json")) && fs::is_directory(a)) {
+      size_t before = dirs.size();
       for (const auto& name : fs::list_directory(a))
-        if (fs::exists(fs::join(a, name) + "/report.json")) inner.push_back(fs::join(a, name));
-      if (inner.empty()) throw UserError(a + ": no report.json here or in its subdirectories");
-      dirs.insert(dirs.end(), inner.begin(), inner.end());
+        if (fs::exists(fs::join(fs::join(a, name), "report.json"))) dirs.push_back(fs::join(a, name));
+      if (dirs.size() == before) throw UserError(a + ": no report.json here or in its subdirectories");
     } else {
       dirs.push_back(a);
     }
   }
-  // Columns: fixed run facts, then every scalar result any final stage recorded.
   std::vector<nlohmann::json> reports;
-  std::vector<std::string> result_keys;
+  std::vector<std::string> names;
   for (const auto& d : dirs) {
     reports.push_back(read_report(d));
-    const auto& stages = reports.back()["stages"];
-    if (!stages.is_array() || stages.empty()) continue;
-    const auto& results = stages.back()["results"];
-    if (!results.is_object()) continue;
-    for (const auto& [k, v] : results.items())
-      if (v.is_primitive() && std::find(result_keys.begin(), result_keys.end(), k) == result_keys.end())
-        result_keys.push_back(k);
+    names.push_back(fs::file_name(d));
   }
-  std::string header = "| run | status | seed | stages | wall |";
-  std::string rule = "|---|---|---|---|---|";
-  for (const auto& k : result_keys) {
-    header += " " + k + " |";
-    rule += "---|";
-  }
-  std::printf("%s\n%s\n", header.c_str(), rule.c_str());
-  for (size_t i = 0; i < reports.size(); ++i) {
-    const auto& r = reports[i];
-    std::vector<std::string> kinds;
-    if (r["stages"].is_array())
-      for (const auto& s : r["stages"]) kinds.push_back(s.value("kind", "?"));
-    std::string wall = r.contains("wall_s") && r["wall_s"].is_number() ? strings::human_duration(r["wall_s"].get<double>()) : "—";
-    std::string row = "| " + fs::file_name(dirs[i]) + " | " + cell(r.value("status", nlohmann::json())) +
-                      " | " + cell(r.value("seed", nlohmann::json())) + " | " + strings::join(kinds, " → ") + " | " + wall + " |";
-    const nlohmann::json* results = nullptr;
-    if (r["stages"].is_array() && !r["stages"].empty() && r["stages"].back()["results"].is_object())
-      results = &r["stages"].back()["results"];
-    for (const auto& k : result_keys) row += " " + (results && results->contains(k) ? cell((*results)[k]) : "—") + " |";
-    std::printf("%s\n", row.c_str());
+  const std::string table = report::merged_markdown(reports, names);
+  std::printf("%s", table.c_str());
+  if (vm.count("out")) {
+    const std::string out = vm["out"].as<std::string>();
+    fs::create_directories(out);
+    fs::write_atomic(fs::join(out, "comparison.md"), table);
+    fs::write_atomic(fs::join(out, "comparison.html"), report::merged_html(reports, names));
+    std::printf("\nwrote %s and %s\n", fs::join(out, "comparison.md").c_str(), fs::join(out, "comparison.html").c_str());
   }
   return 0;
 }

@@ -27,7 +27,7 @@ const char* kUsage =
     "  run --resume RUN_DIR                      continue an interrupted run\n"
     "  validate RECIPE [--set KEY=VALUE]...      check a recipe and print it resolved\n"
     "  inspect MODEL [--device D] [--seq-len N]   describe a model directory or file\n"
-    "  report RUN_DIR...                         merge runs into one comparison table\n"
+    "  report RUN_DIR... [--out DIR]             merge runs into one comparison table\n"
     "  help [TOPIC]                              topics: recipe, stages, stage NAME, section NAME\n"
     "  --version                                 versions of secateur and LibTorch, CUDA\n";
 

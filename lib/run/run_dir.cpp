@@ -8,6 +8,7 @@
 #include <cstring>
 #include <ctime>
 
+#include "report/report.h"
 #include "util/error.h"
 #include "util/fs.h"
 
@@ -85,6 +86,7 @@ void RunDir::write_resolved_recipe(const std::string& header_comment, const std:
 
 void RunDir::write_report(const nlohmann::json& report) const {
   fs::write_atomic(file("report.json"), report.dump(2) + "\n");
+  report::write_run_reports(path_, report);
 }
 
 double RunDir::elapsed_seconds() const {

@@ -34,6 +34,7 @@ class RunDir {
   std::string checkpoints() const { return file("checkpoints"); }
 
   void write_resolved_recipe(const std::string& header_comment, const std::string& yaml) const;
+  // report.json, and report.md / report.html rendered from it (lib/report).
   void write_report(const nlohmann::json& report) const;
   // Appends {"time": ISO-8601, "wall_s": seconds since the run began, ...event} to metrics.jsonl.
   void log_event(nlohmann::json event) const;

@@ -144,7 +144,15 @@ TEST(Cli, RunWritesARunDirectoryAndRefusesToOverwriteIt) {
   r = run("report " + out);
   EXPECT_EQ(r.code, 0);
   EXPECT_NE(r.output.find("| secateur-cli-run-out-"), std::string::npos) << r.output;
-  EXPECT_NE(r.output.find("| completed |"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find(" | 1. inspect | 189K | 378K | 0.0% |"), std::string::npos) << r.output;
+  EXPECT_TRUE(fsys::exists(out + "/report.md"));
+  EXPECT_TRUE(fsys::exists(out + "/report.html"));
+  r = run("report " + out + " --out " + out + "/cmp");
+  EXPECT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(secateur::fs::read_file(out + "/cmp/comparison.html").find("<table>"), std::string::npos);
+  r = run("report /nonexistent/run");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.output.find("/nonexistent/run/report.json: no such file"), std::string::npos) << r.output;
   // The exported directory is itself a model secateur loads.
   auto again = write("reload", "model: {path: " + out + "/export}\nstages: [inspect: {}]\n");
   r = run("run " + again + " --out " + out + "-reload");

@@ -1,0 +1,72 @@
+#include <gtest/gtest.h>
+
+#include "report/report.h"
+#include "report/svg.h"
+
+using namespace secateur;
+using json = nlohmann::json;
+
+namespace {
+
+// A run as the stages record it: dense eval, prune, eval after pruning.
+json pruning_run(const std::string& name, double sparsity, double accuracy, double speed) {
+  json dense_layers = json::array({{{"heads", 12}, {"kv_heads", 12}, {"ffn", 3072}}, {{"heads", 12}, {"kv_heads", 12}, {"ffn", 3072}}});
+  json pruned_layers = json::array({{{"heads", 6}, {"kv_heads", 6}, {"ffn", 1536}}, {{"heads", 3}, {"kv_heads", 3}, {"ffn", 768}}});
+  return {{"name", name},
+          {"status", "completed"},
+          {"recipe", "recipes/x.yaml"},
+          {"recipe_hash", "0123456789abcdef"},
+          {"seed", 0},
+          {"stages",
+           json::array({{{"kind", "eval"}, {"results", {{"params", 1000000}, {"accuracy", 0.9}, {"tokens_per_s", 100.0}, {"per_layer", dense_layers}}}},
+                        {{"kind", "prune"}, {"results", {{"params", 1000000 * (1 - sparsity)}, {"per_layer", pruned_layers}}}},
+                        {{"kind", "eval"}, {"results", {{"params", 1000000 * (1 - sparsity)}, {"accuracy", accuracy}, {"tokens_per_s", speed}}}},
+                        {{"kind", "export"}, {"results", {{"export_dir", "x"}}}}})}};
+}
+
+}  // namespace
+
+TEST(Report, MarkdownTableDerivesSparsityAndSpeedup) {
+  std::string md = report::markdown(pruning_run("r", 0.5, 0.85, 185.0));
+  EXPECT_NE(md.find("| stage | params | FLOPs/token | sparsity | accuracy | tokens/s | speedup vs dense |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| 1. eval | 1.00M | — | 0.0% | 0.9000 | 100 | 1.00× |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| 3. eval | 500K | — | 50.0% | 0.8500 | 185 | 1.85× |"), std::string::npos) << md;
+  EXPECT_EQ(md.find("4. export"), std::string::npos);  // no metric, no shape: no row
+  EXPECT_NE(md.find("| 1 | 3 | 3 | 768 |"), std::string::npos) << md;  // last recorded per-layer shape
+}
+
+TEST(Report, HtmlIsSelfContainedWithChartsAndHeatmap) {
+  std::vector<json> events = {{{"stage", "finetune"}, {"stage_index", 3}, {"step", 1}, {"values", {{"loss", 2.0}}}},
+                              {{"stage", "finetune"}, {"stage_index", 3}, {"step", 2}, {"values", {{"loss", 1.5}}}}};
+  std::string page = report::html(pruning_run("r<&>", 0.5, 0.85, 185.0), events);
+  EXPECT_NE(page.find("<h1>r&lt;&amp;&gt;</h1>"), std::string::npos);
+  EXPECT_NE(page.find("metric vs sparsity"), std::string::npos);
+  EXPECT_NE(page.find("kept per layer"), std::string::npos);
+  EXPECT_NE(page.find(">25.0%</text>"), std::string::npos);  // layer 1 keeps 3 of 12 heads
+  EXPECT_NE(page.find("training curves"), std::string::npos);
+  EXPECT_EQ(page.find("<script"), std::string::npos);
+  EXPECT_EQ(page.find("src="), std::string::npos);   // nothing fetched: opens without network
+  EXPECT_EQ(page.find("href="), std::string::npos);
+}
+
+TEST(Report, MergedTableSortsBySparsityAndFlagsFailedRuns) {
+  auto a = pruning_run("a", 0.7, 0.6, 300), b = pruning_run("b", 0.3, 0.88, 130), c = pruning_run("c", 0.5, 0.8, 180);
+  c["status"] = "failed";
+  std::string md = report::merged_markdown({a, b, c}, {"run-a", "run-b", "run-c"});
+  size_t pb = md.find("| run-b |"), pc = md.find("| run-c |"), pa = md.find("| run-a |");
+  ASSERT_NE(pa, std::string::npos);
+  EXPECT_LT(pb, pc);
+  EXPECT_LT(pc, pa);
+  EXPECT_NE(md.find("| run-c | 3. eval (run failed) |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| run-a | 3. eval | 300K | — | 70.0% | 0.6000 | 300 | 3.00× |"), std::string::npos) << md;
+}
+
+TEST(Svg, ChartsScaleToTheDataAndEscapeText) {
+  std::string chart = report::svg::line_chart("t", "x", "y", {{"s<1>", {{0, 1}, {1, 3}}}});
+  EXPECT_NE(chart.find("s&lt;1&gt;"), std::string::npos);
+  EXPECT_NE(chart.find("<polyline"), std::string::npos);
+  // Two points span the plot: the first at the left edge (x=64) and bottom (y=256), the second at
+  // the right edge (x=370) and top (y=30).
+  EXPECT_NE(chart.find("points=\"64.0,256.0 370.0,30.0 \""), std::string::npos) << chart;
+  EXPECT_NE(report::svg::line_chart("t", "x", "y", {}).find("no data"), std::string::npos);
+}
