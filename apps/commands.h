@@ -11,6 +11,7 @@ int help(const std::vector<std::string>& args);
 int run(const std::vector<std::string>& args, const std::string& command_line);
 int validate(const std::vector<std::string>& args);
 int inspect(const std::vector<std::string>& args);
+int sweep(const std::vector<std::string>& args);
 int report(const std::vector<std::string>& args);
 
 }  // namespace secateur::cli

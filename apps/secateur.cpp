@@ -25,6 +25,8 @@ const char* kUsage =
     "  run RECIPE [--set KEY=VALUE]... [--out DIR] [--device cpu|cuda|cuda:N] [--threads N]\n"
     "             [--dry-run] [--force]          run a recipe\n"
     "  run --resume RUN_DIR                      continue an interrupted run\n"
+    "  sweep RECIPE --grid KEY=[v1,v2,...]... [--set K=V]... (--local | --slurm [--submit]) [--out DIR] [--only POINT]\n"
+    "                                            one run per grid point, here or as a SLURM job array\n"
     "  validate RECIPE [--set KEY=VALUE]...      check a recipe and print it resolved\n"
     "  inspect MODEL [--device D] [--seq-len N]   describe a model directory or file\n"
     "  report RUN_DIR... [--out DIR]             merge runs into one comparison table\n"
@@ -56,6 +58,7 @@ int dispatch(int argc, char** argv) {
   if (command == "validate") return secateur::cli::validate(args);
   if (command == "inspect") return secateur::cli::inspect(args);
   if (command == "report") return secateur::cli::report(args);
+  if (command == "sweep") return secateur::cli::sweep(args);
   throw UsageError("unknown command '" + command + "'\n" + std::string(kUsage));
 }
 

@@ -224,6 +224,14 @@ Value merge(const Value& base, const Value& over) {
   return out;
 }
 
+std::string to_flow_yaml(const Value& v) {
+  YAML::Emitter out;
+  out.SetMapFormat(YAML::Flow);
+  out.SetSeqFormat(YAML::Flow);
+  emit(out, v);
+  return out.c_str();
+}
+
 std::string to_yaml(const Value& v) {
   YAML::Emitter out;
   out.SetIndent(2);

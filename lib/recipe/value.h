@@ -92,5 +92,7 @@ Value merge(const Value& base, const Value& over);
 
 // Block-style YAML text of the tree (used for recipe.resolved.yaml and `secateur validate`).
 std::string to_yaml(const Value& v);
+// One-line flow-style YAML ("{heads: 0.5, ffn: [1, 2]}"), e.g. to pass a value back to --set.
+std::string to_flow_yaml(const Value& v);
 
 }  // namespace secateur::recipe
