@@ -39,7 +39,10 @@ class Fluctuation : public Estimator {
     };
     Scores scores = sum_over_units(ctx, value, [](double v) { return v; });
     for (const std::string& w : weights)
-      if (stats.seen(w)) scores.channel_means[w] = stats.channel(w).mean.to(torch::kCPU);
+      if (stats.seen(w)) {
+        scores.channel_means[w] = stats.channel(w).mean.to(torch::kCPU);
+        scores.channel_in_dim[w] = stats.channel(w).in_dim;
+      }
     return scores;
   }
 };

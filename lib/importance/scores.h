@@ -31,6 +31,8 @@ struct Scores {
   // that input over the calibration tokens. FLAP's bias compensation folds the mean of removed
   // channels into the projection's bias; estimators that see activations fill it.
   std::map<std::string, torch::Tensor> channel_means;
+  // The weight dim indexing each of those projections' input channels (1 Linear, 0 Conv1D).
+  std::map<std::string, int64_t> channel_in_dim;
 
   bool has(GroupKind kind) const { return per_layer.count(kind) > 0; }
   // The scores of `kind` in `layer` (−1 or 0 for hidden dims); undefined when absent.

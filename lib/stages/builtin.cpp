@@ -11,6 +11,7 @@ const recipe::Registry& registry() {
     register_sections(r);
     register_inspect(r);
     register_export(r);
+    register_prune(r);
     return r;
   }();
   return instance;

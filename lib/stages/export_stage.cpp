@@ -36,8 +36,12 @@ class ExportStage : public recipe::Stage {
                      {{"producer", "secateur"}, {"recipe_hash", state.recipe.hash}});
     config.save(out);
     const int copied = copy_tokenizer_files(state, out);
+    // A pruned model carries its pruning.json (kept indices, scores, recipe hash) with it.
+    const bool pruning = fs::is_regular_file(state.dir.file("pruning.json"));
+    if (pruning) fs::copy_file(state.dir.file("pruning.json"), fs::join(out, "pruning.json"));
 
-    nlohmann::json results = {{"export_dir", out}, {"hf_loadable", config.is_uniform()}, {"tokenizer_files", copied}};
+    nlohmann::json results = {{"export_dir", out}, {"hf_loadable", config.is_uniform()}, {"tokenizer_files", copied},
+                              {"pruning_json", pruning}};
     if (verify_) results["max_abs_logit_diff"] = verify(m, out, state.device);
     state.record(results);
     log::info(state.stage_label() + "  " + out + "  (HF-loadable: " + (config.is_uniform() ? "yes" : "no, per-layer shapes in block_configs") + ")");

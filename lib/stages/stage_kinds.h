@@ -6,5 +6,6 @@ namespace secateur::stages {
 
 void register_inspect(recipe::Registry& registry);
 void register_export(recipe::Registry& registry);
+void register_prune(recipe::Registry& registry);
 
 }  // namespace secateur::stages

@@ -1,0 +1,196 @@
+// The prune stage end to end: the three method recipes at fixture scale (targets met exactly,
+// pruning.json written and exported, the export loads back with finite logits), re-applying a
+// pruning.json, and the calibration sources.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <fstream>
+
+#include "model/model.h"
+#include "recipe/recipe.h"
+#include "run/runner.h"
+#include "stages/builtin.h"
+#include "stages/calibration.h"
+#include "util/error.h"
+#include "util/fs.h"
+
+namespace secateur::stages {
+namespace {
+
+// Recipes name paths relative to the repository root, as a user runs them from there.
+struct InSourceDir {
+  InSourceDir() { EXPECT_EQ(::chdir(SECATEUR_SOURCE_DIR), 0); }
+};
+
+std::string out_dir(const std::string& tag) {
+  const std::string p = fs::join(fs::temp_directory(), "secateur-prune-" + tag + "-" + std::to_string(::getpid()));
+  fs::remove_all(p);
+  return p;
+}
+
+nlohmann::json run_recipe(const std::string& path, const std::vector<std::string>& overrides, const std::string& out) {
+  torch::set_num_threads(2);
+  const recipe::Recipe r = recipe::load_recipe(path, overrides, *registry().recipe_schema());
+  run::RunOptions o;
+  o.out = out;
+  run::execute(r, registry(), o);
+  return nlohmann::json::parse(fs::read_file(fs::join(out, "report.json")));
+}
+
+nlohmann::json stage_results(const nlohmann::json& report, const std::string& kind) {
+  for (const auto& s : report["stages"])
+    if (s["kind"] == kind) return s["results"];
+  return {};
+}
+
+// The export loads back, has the pruned shape, and computes finite logits.
+std::shared_ptr<model::Model> check_export(const std::string& out) {
+  const std::string dir = fs::join(out, "export");
+  EXPECT_TRUE(fs::is_regular_file(fs::join(dir, "pruning.json")));
+  auto m = model::load_model(dir);
+  torch::NoGradGuard no_grad;
+  const torch::Tensor ids = torch::randint(3, 128, {2, 12}, torch::kLong);
+  EXPECT_TRUE(torch::isfinite(m->forward(ids).logits).all().item<bool>());
+  return m;
+}
+
+TEST(PruneRecipes, SixteenHeadsPrunesHalfTheHeadsIterativelyByGradient) {
+  InSourceDir here;
+  const std::string out = out_dir("sixteen");
+  const nlohmann::json report = run_recipe("recipes/sixteen_heads.yaml", {}, out);
+  ASSERT_EQ(report["status"], "completed");
+  const nlohmann::json prune = stage_results(report, "prune");
+  EXPECT_TRUE(prune["target_met"].get<bool>());
+  EXPECT_EQ(prune["rounds"], 5);
+  EXPECT_EQ(prune["targets"]["heads"]["requested"], 4);  // half of 2 layers × 4 heads
+  EXPECT_EQ(prune["targets"]["heads"]["removed"], 4);
+  int64_t heads = 0;
+  for (const auto& l : prune["kept_per_layer"]) heads += l["heads"].get<int64_t>();
+  EXPECT_EQ(heads, 4);
+  // One point of the pruning curve per round, plus the dense model's.
+  const std::string metrics = fs::read_file(fs::join(out, "metrics.jsonl"));
+  for (int round = 0; round <= 5; ++round)
+    EXPECT_NE(metrics.find("\"round\":" + std::to_string(round)), std::string::npos) << round;
+  EXPECT_NE(metrics.find("calibration_loss"), std::string::npos);
+  const auto m = check_export(out);
+  EXPECT_EQ(m->config().layers[0].num_heads + m->config().layers[1].num_heads, 4);
+  const nlohmann::json pruning = nlohmann::json::parse(fs::read_file(fs::join(out, "pruning.json")));
+  EXPECT_EQ(pruning["recipe_hash"], report["recipe_hash"]);
+  EXPECT_EQ(pruning["rounds"].size(), 5u);
+  fs::remove_all(out);
+}
+
+TEST(PruneRecipes, FlapMeetsItsParameterBudgetWithBiasCompensation) {
+  InSourceDir here;
+  const std::string out = out_dir("flap");
+  const nlohmann::json report = run_recipe("recipes/flap.yaml", {}, out);
+  ASSERT_EQ(report["status"], "completed");
+  const nlohmann::json prune = stage_results(report, "prune");
+  const int64_t target = prune["params_target"];
+  const int64_t removed = prune["params_non_embedding_before"].get<int64_t>() - prune["params_non_embedding_after"].get<int64_t>();
+  // Compensation adds biases (hidden-sized vectors), so removed weights ≥ the net change.
+  EXPECT_LE(removed, target);
+  EXPECT_GT(removed, target - 3 * 96 * 16 * 4);  // within one KV unit (plus the added biases)
+  EXPECT_GT(prune["bias_compensation"]["channels"].get<int64_t>(), 0);
+  EXPECT_TRUE(prune["bias_compensation"]["hf_exact"].get<bool>());
+  EXPECT_LE(prune["max_abs_logit_diff_vs_masked"].get<double>(), 1e-4);
+  // Every projection that lost input channels gained a bias holding their mean contribution.
+  const auto m = check_export(out);
+  bool heads_removed = false, neurons_removed = false;
+  for (const auto& l : prune["kept_per_layer"]) {
+    heads_removed = heads_removed || l["heads"] < 6;
+    neurons_removed = neurons_removed || l["ffn"] < 200;
+  }
+  EXPECT_TRUE(neurons_removed);
+  EXPECT_EQ(m->config().o_bias, heads_removed);
+  EXPECT_EQ(m->config().mlp_bias, neurons_removed);
+  EXPECT_GT(m->hf_parameter("model.layers.0.mlp.down_proj.bias").abs().max().item<double>(), 0.0);
+  EXPECT_EQ(prune["curve"].size(), 2u);  // the dense model and the one round
+  fs::remove_all(out);
+}
+
+TEST(PruneRecipes, ShortGptDropsTheLowestInfluenceLayer) {
+  InSourceDir here;
+  const std::string out = out_dir("shortgpt");
+  const nlohmann::json report = run_recipe("recipes/shortgpt.yaml", {}, out);
+  ASSERT_EQ(report["status"], "completed");
+  const nlohmann::json prune = stage_results(report, "prune");
+  EXPECT_EQ(prune["targets"]["layers"]["removed"], 1);
+  const nlohmann::json pruning = nlohmann::json::parse(fs::read_file(fs::join(out, "pruning.json")));
+  const auto& bi = pruning["rounds"][0]["scores"]["layer"];
+  const int64_t dropped = bi[0][0].get<double>() < bi[1][0].get<double>() ? 0 : 1;
+  EXPECT_FALSE(pruning["masks"]["layers"][dropped]["keep"].get<bool>());
+  const auto m = check_export(out);
+  EXPECT_EQ(m->config().num_layers, 1);
+  EXPECT_TRUE(m->config().is_uniform());
+  // Gromov et al.'s variant picks a run by angular distance instead.
+  const std::string out2 = out_dir("gromov");
+  const nlohmann::json r2 = run_recipe("recipes/shortgpt.yaml", {"stages.1.prune.estimator.metric=angular"}, out2);
+  ASSERT_EQ(r2["status"], "completed");
+  const nlohmann::json p2 = nlohmann::json::parse(fs::read_file(fs::join(out2, "pruning.json")));
+  EXPECT_EQ(p2["rounds"][0]["scores"]["layer_runs"]["length"], 1);
+  fs::remove_all(out);
+  fs::remove_all(out2);
+}
+
+TEST(PruneStage, PruningJsonReappliesToTheSameWeights) {
+  InSourceDir here;
+  const std::string first = out_dir("first"), second = out_dir("second");
+  const std::vector<std::string> base = {"stages.1.prune.estimator.name=magnitude", "stages.1.prune.target={heads: 0.5, ffn: 0.25}",
+                                         "stages.1.prune.allocation=global", "stages.1.prune.round_to=8"};
+  run_recipe("recipes/shortgpt.yaml", base, first);
+  const nlohmann::json r = run_recipe("recipes/shortgpt.yaml", {"stages.1.prune.from=" + fs::join(first, "pruning.json"),
+                                                                 "stages.1.prune.target={}"}, second);
+  ASSERT_EQ(r["status"], "completed");
+  const auto a = model::load_model(fs::join(first, "export"));
+  const auto b = model::load_model(fs::join(second, "export"));
+  for (int64_t l = 0; l < 2; ++l) EXPECT_EQ(a->config().layers[l].intermediate % 8, 0);
+  const io::TensorMap ta = a->state_dict_hf(), tb = b->state_dict_hf();
+  ASSERT_EQ(ta.size(), tb.size());
+  for (const auto& [name, t] : ta) EXPECT_TRUE(torch::equal(t, tb.at(name))) << name;
+  fs::remove_all(first);
+  fs::remove_all(second);
+}
+
+TEST(PruneStage, UserMistakesAreReportedBeforeAnyWork) {
+  InSourceDir here;
+  auto fails_with = [&](const std::vector<std::string>& overrides, const std::string& text) {
+    const std::string out = out_dir("bad");
+    try {
+      run_recipe("recipes/shortgpt.yaml", overrides, out);
+      ADD_FAILURE() << "expected an error containing: " << text;
+    } catch (const UserError& e) {
+      EXPECT_NE(std::string(e.what()).find(text), std::string::npos) << e.what();
+    }
+    fs::remove_all(out);
+  };
+  fails_with({"stages.1.prune.target={}"}, "target is empty");
+  fails_with({"stages.1.prune.bias_compensation=true"}, "bias_compensation needs channel means");
+  fails_with({"stages.1.prune.calibration.seq_len=100"}, "longer than the model's 64 positions");
+  fails_with({"stages.1.prune.calibration.tokenizer=tests/fixtures/tokenizers/gpt2_bytelevel"},
+             "has 558 tokens but the model's vocabulary has 128");
+  fails_with({"stages.1.prune.calibration.path=missing.txt"}, "missing.txt is not a readable file");
+}
+
+TEST(Calibration, TextWindowsAreDeterministicAndRandomIsSeeded) {
+  InSourceDir here;
+  const recipe::Recipe r = recipe::load_recipe("recipes/shortgpt.yaml", {}, *registry().recipe_schema());
+  const std::string out = out_dir("calibration");
+  run::RunDir dir(out, {});
+  run::RunState state(r, dir);
+  state.model = model::load_model("tests/fixtures/models/llama_gqa");
+  const recipe::Value& options = r.tree.at("stages").items()[1].at("prune").at("calibration");
+  const auto a = prune_calibration(state, options);
+  const auto b = prune_calibration(state, options);
+  ASSERT_EQ(a.size(), 2u);  // 16 sequences in batches of 8
+  EXPECT_EQ(a[0].input_ids.sizes(), (std::vector<int64_t>{8, 32}));
+  EXPECT_TRUE(torch::equal(a[1].input_ids, b[1].input_ids));
+  EXPECT_LT(a[0].input_ids.max().item<int64_t>(), 128);
+  state.seed = 1;
+  EXPECT_FALSE(torch::equal(prune_calibration(state, options)[0].input_ids, a[0].input_ids));
+  fs::remove_all(out);
+}
+
+}  // namespace
+}  // namespace secateur::stages
