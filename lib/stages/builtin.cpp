@@ -12,6 +12,7 @@ const recipe::Registry& registry() {
     register_inspect(r);
     register_export(r);
     register_prune(r);
+    register_eval(r);
     return r;
   }();
   return instance;

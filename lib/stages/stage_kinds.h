@@ -7,5 +7,6 @@ namespace secateur::stages {
 void register_inspect(recipe::Registry& registry);
 void register_export(recipe::Registry& registry);
 void register_prune(recipe::Registry& registry);
+void register_eval(recipe::Registry& registry);
 
 }  // namespace secateur::stages
