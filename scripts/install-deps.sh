@@ -18,6 +18,8 @@ PKGS=(
   libgtest-dev libgmock-dev
   # built-in corpora: King James Bible text and its `bible` reader
   bible-kjv-text bible-kjv
+  # notebooks/pareto.ipynb, executed by a ctest (label notebook) with `jupyter nbconvert --execute`
+  jupyter-nbconvert python3-nbformat python3-ipykernel python3-matplotlib
 )
 for arg in "$@"; do
   case $arg in

@@ -22,8 +22,8 @@ struct Result {
   std::string output;
 };
 
-Result run(const std::string& args) {
-  const std::string cmd = std::string(SECATEUR_BINARY) + " " + args + " 2>&1";
+Result run(const std::string& args, const std::string& env = "") {
+  const std::string cmd = env + std::string(SECATEUR_BINARY) + " " + args + " 2>&1";
   FILE* pipe = ::popen(cmd.c_str(), "r");
   std::string out;
   std::array<char, 4096> buf{};
@@ -203,4 +203,26 @@ TEST(EvalCli, HelpDocumentsTheDataSectionAndTheStage) {
   EXPECT_EQ(r.code, 0);
   for (const char* key : {"split:", "context:", "stride:", "latency:", "repeats:"})
     EXPECT_NE(r.output.find(key), std::string::npos) << key << "\n" << r.output;
+}
+
+TEST(EvalCli, QuickstartRecipeRunsAndSaysItsModelIsUntrained) {
+  Scratch s;
+  const std::string out = fsys::join(s.dir, "quickstart");
+  // Run from the source tree, as README's command does; the token cache goes to the scratch dir.
+  const auto r = run("run recipes/quickstart.yaml --out " + out + " --threads 2",
+                     "cd " + std::string(SECATEUR_SOURCE_DIR) + " && SECATEUR_CACHE_DIR=" + s.cache() + " ");
+  ASSERT_EQ(r.code, 0) << r.output;
+  const auto report = s.report(out);
+  ASSERT_EQ(report["stages"].size(), 5u);
+  const auto& dense = report["stages"][1]["results"];
+  const auto& pruned = report["stages"][3]["results"];
+  EXPECT_EQ(report["stages"][2]["kind"], "prune");
+  EXPECT_NE(dense["note"].get<std::string>().find("untrained"), std::string::npos);
+  EXPECT_LT(pruned["params"].get<double>(), dense["params"].get<double>());
+  EXPECT_EQ(pruned["protocol"], dense["protocol"]);  // the same test tokens before and after
+  EXPECT_TRUE(std::isfinite(pruned["perplexity"].get<double>()));
+  EXPECT_GT(pruned["tokens_per_s"].get<double>(), 0);
+  const std::string md = fsys::read_file(fsys::join(out, "report.md"));
+  EXPECT_NE(md.find("note: untrained fixture model"), std::string::npos) << md;
+  EXPECT_NE(md.find("| 4. eval |"), std::string::npos) << md;
 }
