@@ -71,24 +71,29 @@ int64_t nearest_reachable(const std::vector<std::vector<Step>>& layers, int64_t 
       total += s.units;
     }
   if (unit_steps) return std::min(request, total);
-  std::vector<char> reach(total + 1, 0);
+  // Subset sums over "a prefix of each layer's steps" as a bitset: each layer ORs in the
+  // reachable set shifted by each of its prefix sums (a few million word operations for an 8B
+  // model's FFN at round_to 64).
+  const size_t words = static_cast<size_t>(total / 64 + 1);
+  std::vector<uint64_t> reach(words, 0);
   reach[0] = 1;
   for (const auto& steps : layers) {
-    std::vector<char> next(reach.size(), 0);
-    for (int64_t t = 0; t <= total; ++t) {
-      if (!reach[t]) continue;
-      int64_t sum = 0;
-      next[t] = 1;
-      for (const Step& s : steps) {
-        sum += s.units;
-        if (t + sum <= total) next[t + sum] = 1;
+    std::vector<uint64_t> next = reach;
+    int64_t shift = 0;
+    for (const Step& s : steps) {
+      shift += s.units;
+      const size_t w = static_cast<size_t>(shift / 64), b = static_cast<size_t>(shift % 64);
+      for (size_t i = words; i-- > w;) {
+        uint64_t v = reach[i - w] << b;
+        if (b && i - w > 0) v |= reach[i - w - 1] >> (64 - b);
+        next[i] |= v;
       }
     }
     reach.swap(next);
   }
   int64_t best = 0;
   for (int64_t t = 0; t <= total; ++t)
-    if (reach[t] && std::llabs(t - request) < std::llabs(best - request)) best = t;
+    if ((reach[static_cast<size_t>(t / 64)] >> (t % 64) & 1) && std::llabs(t - request) < std::llabs(best - request)) best = t;
   return best;
 }
 
@@ -135,9 +140,10 @@ class Allocator {
     return out;
   }
 
-  void take(const Step& s) {
-    apply_step(result_.masks, config_, s);
-    result_.steps.push_back(s);
+  // Records steps and applies them to the masks in one pass.
+  void take(const std::vector<Step>& steps) {
+    apply_steps(result_.masks, config_, steps);
+    result_.steps.insert(result_.steps.end(), steps.begin(), steps.end());
   }
 
   void count_target(TargetKind k, const Amount& a) {
@@ -175,7 +181,7 @@ class Allocator {
       r.target = already + nearest_reachable(per_layer, std::max<int64_t>(r.requested - already, 0));
       take_greedily(per_layer, r.target - already, false, taken);
     }
-    for (const Step& s : taken) take(s);
+    take(taken);
     r.removed = already;
     for (const Step& s : taken) r.removed += s.units;
     if (r.removed != r.target) {
@@ -199,11 +205,13 @@ class Allocator {
         for (size_t l = 0; l < layers.size(); ++l) {
           const double want = static_cast<double>(layers[l].original) * (1 - t.params);
           int64_t width = layers[l].kept;
+          std::vector<Step> taken;
           for (const Step& s : per_layer[l]) {
             if (std::fabs(static_cast<double>(width - s.units) - want) >= std::fabs(static_cast<double>(width) - want)) break;
             width -= s.units;
-            take(s);
+            taken.push_back(s);
           }
+          take(taken);
         }
         continue;
       }
@@ -211,7 +219,7 @@ class Allocator {
     }
     std::vector<Step> taken;
     take_greedily(all, std::max<int64_t>(result_.params_target - already, 0), true, taken);
-    for (const Step& s : taken) take(s);
+    take(taken);
   }
 
   Allocation finish() {
@@ -239,6 +247,7 @@ class Allocator {
       return false;
     const auto best = std::min_element(scores_.layer_runs.begin(), scores_.layer_runs.end());
     const int64_t start = best - scores_.layer_runs.begin();
+    std::vector<Step> run;
     for (int64_t l = start; l < start + r.requested; ++l) {
       Step s;
       s.kind = TargetKind::layers;
@@ -247,8 +256,9 @@ class Allocator {
       s.units = 1;
       s.params = params_.count({GroupKind::layer, l, 0}) ? params_.at({GroupKind::layer, l, 0}) : 0;
       s.score = *best;
-      take(s);
+      run.push_back(s);
     }
+    take(run);
     r.target = r.removed = r.requested;
     return true;
   }

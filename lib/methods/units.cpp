@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <numeric>
+#include <set>
 
 #include "util/error.h"
 
@@ -167,28 +168,31 @@ std::vector<Step> layer_steps(const LayerUnits& lu, int64_t round_to, int64_t mi
   return steps;
 }
 
-void apply_step(surgery::Masks& masks, const model::ModelConfig& c, const Step& step) {
-  auto erase = [](std::vector<int64_t>& kept, const std::vector<int64_t>& gone) {
-    kept.erase(std::remove_if(kept.begin(), kept.end(),
-                              [&](int64_t i) { return std::find(gone.begin(), gone.end(), i) != gone.end(); }),
-               kept.end());
+void apply_steps(surgery::Masks& masks, const model::ModelConfig& c, const std::vector<Step>& steps) {
+  // (kind, layer) → indices to drop; the kept lists are filtered once each at the end.
+  std::map<std::pair<TargetKind, int64_t>, std::set<int64_t>> gone, gone_kv;
+  for (const Step& s : steps) {
+    switch (s.kind) {
+      case TargetKind::attn_blocks: masks.layers[s.layer].attention = false; break;
+      case TargetKind::mlp_blocks: masks.layers[s.layer].mlp = false; break;
+      case TargetKind::layers: masks.layers[s.layer].keep = false; break;
+      default:
+        gone[{s.kind, s.layer}].insert(s.indices.begin(), s.indices.end());
+        if (s.kind == TargetKind::heads)
+          gone_kv[{s.kind, s.layer}].insert((grouped(c) ? s.kv_groups : s.indices).begin(),
+                                            (grouped(c) ? s.kv_groups : s.indices).end());
+    }
+  }
+  auto filter = [](std::vector<int64_t>& kept, const std::set<int64_t>& drop) {
+    kept.erase(std::remove_if(kept.begin(), kept.end(), [&](int64_t i) { return drop.count(i) > 0; }), kept.end());
   };
-  if (step.kind == TargetKind::hidden) {
-    erase(masks.hidden, step.indices);
-    return;
+  for (const auto& [key, drop] : gone) {
+    const auto& [kind, layer] = key;
+    if (kind == TargetKind::hidden) filter(masks.hidden, drop);
+    else if (kind == TargetKind::ffn) filter(masks.layers[layer].ffn, drop);
+    else filter(masks.layers[layer].heads, drop);
   }
-  surgery::LayerMask& m = masks.layers[step.layer];
-  switch (step.kind) {
-    case TargetKind::heads:
-      erase(m.heads, step.indices);
-      erase(m.kv_groups, grouped(c) ? step.kv_groups : step.indices);
-      break;
-    case TargetKind::ffn: erase(m.ffn, step.indices); break;
-    case TargetKind::attn_blocks: m.attention = false; break;
-    case TargetKind::mlp_blocks: m.mlp = false; break;
-    case TargetKind::layers: m.keep = false; break;
-    case TargetKind::hidden: break;
-  }
+  for (const auto& [key, drop] : gone_kv) filter(masks.layers[key.second].kv_groups, drop);
 }
 
 }  // namespace secateur::methods

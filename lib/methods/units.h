@@ -41,8 +41,8 @@ std::vector<LayerUnits> layer_units(const model::ModelConfig& config, const Para
 // kept width a multiple of `round_to` and at least `min_kept`; units that cannot are not offered.
 std::vector<Step> layer_steps(const LayerUnits& layer, int64_t round_to, int64_t min_kept);
 
-// Applies a step to masks (a group removes its key/value groups and query heads; a block or a
-// layer switches off).
-void apply_step(surgery::Masks& masks, const model::ModelConfig& config, const Step& step);
+// Applies steps to masks (a group removes its key/value groups and query heads; a block or a
+// layer switches off). One pass per touched layer, so allocating 10⁵ neurons stays linear.
+void apply_steps(surgery::Masks& masks, const model::ModelConfig& config, const std::vector<Step>& steps);
 
 }  // namespace secateur::methods

@@ -153,6 +153,27 @@ TEST(PruneStage, PruningJsonReappliesToTheSameWeights) {
   fs::remove_all(second);
 }
 
+TEST(PruneStage, HiddenDimsAndBlocksWithoutCalibrationData) {
+  InSourceDir here;
+  const std::string out = out_dir("hidden");
+  // magnitude needs no data: no calibration is drawn, and the check uses fixed random ids.
+  const nlohmann::json r = run_recipe("recipes/shortgpt.yaml",
+                                      {"stages.1.prune.estimator.name=magnitude", "stages.1.prune.round_to=8",
+                                       "stages.1.prune.target={hidden: 0.25, mlp_blocks: 1, heads: 0.5}",
+                                       "stages.1.prune.allocation=global", "stages.1.prune.calibration.path=missing.txt"},
+                                      out);
+  ASSERT_EQ(r["status"], "completed");
+  const nlohmann::json prune = stage_results(r, "prune");
+  EXPECT_EQ(prune["targets"]["hidden"]["removed"], 24);
+  EXPECT_EQ(prune["targets"]["mlp_blocks"]["removed"], 1);
+  EXPECT_EQ(prune["targets"]["heads"]["removed"], 6);
+  EXPECT_LE(prune["max_abs_logit_diff_vs_masked"].get<double>(), 1e-4);
+  const auto m = check_export(out);
+  EXPECT_EQ(m->config().hidden_size, 72);
+  EXPECT_EQ(m->config().layers[0].has_mlp + m->config().layers[1].has_mlp, 1);
+  fs::remove_all(out);
+}
+
 TEST(PruneStage, UserMistakesAreReportedBeforeAnyWork) {
   InSourceDir here;
   auto fails_with = [&](const std::vector<std::string>& overrides, const std::string& text) {
