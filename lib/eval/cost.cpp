@@ -36,7 +36,9 @@ int64_t peak_bytes(const torch::Device& device) {
 #ifdef SECATEUR_WITH_CUDA
   if (device.is_cuda()) {
     auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index() < 0 ? 0 : device.index());
-    return stats.allocated_bytes[static_cast<size_t>(c10::cuda::CUDACachingAllocator::StatType::AGGREGATE)].peak;
+    // Entry 0 is StatType::AGGREGATE (all pools) in every LibTorch; the enum itself moved from
+    // c10::cuda::CUDACachingAllocator (1.13) to c10::CachingAllocator (2.x), so it is not named.
+    return stats.allocated_bytes[0].peak;
   }
 #endif
   return -1;
