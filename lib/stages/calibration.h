@@ -1,15 +1,15 @@
 #pragma once
 // The prune stage's `calibration:` option: where importance estimators' batches come from.
 //
+//   source: data    the recipe's `data:` section (a built-in KJV dataset or files): windows of its
+//                   train split for language models, labelled examples for classifiers
+//                   (stages/data_access.h, lib/data)
 //   source: text    a plain text file (calibration.path) tokenized with calibration.tokenizer
 //                   (default: the model's directory), cut into num_sequences windows of seq_len
 //                   tokens at offsets drawn from the seed (the sampling of SparseGPT, Wanda,
 //                   LLM-Pruner)
 //   source: random  uniform random token ids: a smoke-test source only, with none of real text's
 //                   statistics (scores from it say nothing about a model's language)
-//
-// One small file on purpose: the recipe's `data:` section (lib/data datasets) plugs in here as a
-// further source.
 #include <vector>
 
 #include "data/batch.h"

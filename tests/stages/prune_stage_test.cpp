@@ -194,6 +194,33 @@ TEST(PruneStage, UserMistakesAreReportedBeforeAnyWork) {
   fails_with({"stages.1.prune.calibration.path=missing.txt"}, "missing.txt is not a readable file");
 }
 
+TEST(Calibration, DataSourceDrawsFromTheRecipesDataSection) {
+  InSourceDir here;
+  const std::string dir = out_dir("data-recipe");
+  fs::create_directories(dir);
+  const std::string recipe = fs::join(dir, "r.yaml");
+  fs::write_atomic(recipe, std::string("name: t\ninclude: [") + SECATEUR_SOURCE_DIR + "/configs/data/kjv.yaml]\n"
+                   "model: {path: tests/fixtures/models/llama_gqa}\n"
+                   "data: {tokenizer: tests/fixtures/data/kjv_unigram128.model, seq_len: 64, cache: false}\n"
+                   "stages:\n  - prune:\n      estimator: {name: activation}\n      target: {ffn: 0.5}\n"
+                   "      calibration: {num_sequences: 4, batch_size: 2}\n");
+  const std::string out = out_dir("data");
+  const nlohmann::json r = run_recipe(recipe, {}, out);
+  ASSERT_EQ(r["status"], "completed");
+  EXPECT_EQ(stage_results(r, "prune")["targets"]["ffn"]["removed"], 200);
+  // Without a data: section the default source says what to add.
+  const std::string out2 = out_dir("nodata");
+  try {
+    run_recipe("recipes/shortgpt.yaml", {"stages.1.prune.calibration.source=data"}, out2);
+    ADD_FAILURE();
+  } catch (const UserError& e) {
+    EXPECT_NE(std::string(e.what()).find("needs the recipe's data: section"), std::string::npos) << e.what();
+  }
+  fs::remove_all(dir);
+  fs::remove_all(out);
+  fs::remove_all(out2);
+}
+
 TEST(Calibration, TextWindowsAreDeterministicAndRandomIsSeeded) {
   InSourceDir here;
   const recipe::Recipe r = recipe::load_recipe("recipes/shortgpt.yaml", {}, *registry().recipe_schema());
