@@ -1,5 +1,7 @@
 #include "stages/sections.h"
 
+#include "data/kjv.h"
+
 namespace secateur::stages {
 
 using recipe::Schema;
@@ -7,14 +9,12 @@ using recipe::Schema;
 namespace {
 
 void register_data_section(recipe::Registry& registry) {
-  // Built-in names are listed here rather than read from lib/data so that `secateur help` and
-  // recipe validation never run the `bible` program; tests check the two lists agree.
   auto splits = Schema::structure()
                     ->field("validation", Schema::number()->min(0)->max(1, true), "Share of the examples held out for validation.", "0.05")
                     ->field("test", Schema::number()->min(0)->max(1, true), "Share of the examples held out for testing.", "0.05");
   auto data =
       Schema::structure()
-          ->field("name", Schema::enumeration({"kjv", "kjv_testament", "kjv_genre", "kjv_books"}),
+          ->field("name", Schema::enumeration(data::builtin_dataset_names()),
                   "Built-in dataset (King James Bible, from Debian's bible-kjv): kjv = language modelling on its 31,102 "
                   "verses; kjv_testament / kjv_genre / kjv_books = which testament / genre (6) / book (66) a verse is "
                   "from. Fixed split by chapter.")

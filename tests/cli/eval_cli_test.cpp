@@ -196,6 +196,7 @@ TEST(EvalCli, RecipeMistakesAreOneLineUserErrors) {
 TEST(EvalCli, HelpDocumentsTheDataSectionAndTheStage) {
   auto r = run("help section data");
   EXPECT_EQ(r.code, 0);
+  EXPECT_NE(r.output.find("name: one of kjv, kjv_testament, kjv_genre, kjv_books"), std::string::npos) << r.output;
   for (const char* key : {"name:", "files:", "tokenizer:", "seq_len:", "splits:", "batch_size:", "text_field:", "label_field:",
                           "text_pair_field:", "cache_dir:"})
     EXPECT_NE(r.output.find(key), std::string::npos) << key << "\n" << r.output;
