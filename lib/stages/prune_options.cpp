@@ -12,8 +12,8 @@ using recipe::Schema;
 
 namespace {
 
-recipe::SchemaPtr amount(const std::string& what) {
-  return Schema::number()->min(0)->doc(what)->check(
+recipe::SchemaPtr amount() {
+  return Schema::number()->min(0)->check(
       [](const recipe::Value& v) -> std::string {
         const double x = v.as_double();
         return x < 1 || std::floor(x) == x ? "" : "a fraction in [0, 1) or a whole count";
@@ -22,12 +22,12 @@ recipe::SchemaPtr amount(const std::string& what) {
 }
 
 // An integer for every width kind, or one per kind: `round_to: 8` or `round_to: {ffn: 64, heads: 2}`.
-recipe::SchemaPtr per_width(const std::string& doc) {
+recipe::SchemaPtr per_width() {
   auto each = Schema::structure()
                   ->field("heads", Schema::integer()->min(1), "Query heads.")
                   ->field("ffn", Schema::integer()->min(1), "FFN neurons.")
                   ->field("hidden", Schema::integer()->min(1), "Hidden dims.");
-  return Schema::union_of({Schema::integer()->min(1), each})->doc(doc);
+  return Schema::union_of({Schema::integer()->min(1), each});
 }
 
 void read_per_width(const recipe::Value* v, std::map<methods::TargetKind, int64_t>& out, bool int_applies_to_heads) {
@@ -61,12 +61,12 @@ recipe::SchemaPtr prune_schema() {
           ->field("run_length", Schema::integer()->min(1), "block_influence angular: n (default: the layers target).");
   auto target =
       Schema::structure()
-          ->field("heads", amount("Query heads to remove: a fraction of all heads, or a count."), "Query heads.")
-          ->field("ffn", amount("FFN neurons to remove."), "FFN neurons: fraction or count.")
-          ->field("hidden", amount("Hidden dims to remove."), "Hidden dims: fraction or count.")
-          ->field("attn_blocks", amount("Attention blocks to remove."), "Attention blocks: fraction or count.")
-          ->field("mlp_blocks", amount("MLP blocks to remove."), "MLP blocks: fraction or count.")
-          ->field("layers", amount("Layers to remove."), "Whole layers: fraction or count.")
+          ->field("heads", amount(), "Query heads to remove, of all heads in kept attention blocks (GQA units: see gqa).")
+          ->field("ffn", amount(), "FFN neurons to remove, of all neurons in kept MLP blocks.")
+          ->field("hidden", amount(), "Hidden dims to remove (every hidden-sized tensor is sliced).")
+          ->field("attn_blocks", amount(), "Attention blocks to remove (lowest score first).")
+          ->field("mlp_blocks", amount(), "MLP blocks to remove (lowest score first).")
+          ->field("layers", amount(), "Whole layers to remove (lowest score first, or Gromov et al.'s best run).")
           ->field("params", Schema::number()->min(0)->max(1, true),
                   "Remove this fraction of the non-embedding parameters, taking units of params_kinds in score order.")
           ->field("params_kinds", Schema::list(Schema::enumeration({"heads", "ffn", "attn_blocks", "mlp_blocks", "layers"}))->min_items(1),
@@ -81,8 +81,10 @@ recipe::SchemaPtr prune_schema() {
       ->field("allocation", Schema::enumeration({"uniform", "global", "adaptive"}),
               "uniform: the same fraction in every layer; global: one ranking across layers; adaptive: global over "
               "per-layer standardised scores (FLAP).", "uniform")
-      ->field("round_to", per_width("Kept widths are multiples of this (an integer applies to ffn and hidden; or {heads, ffn, hidden})."), "Rounding of kept widths.", "1")
-      ->field("min_per_layer", per_width("Fewest units a layer keeps (an integer applies to every width; or {heads, ffn, hidden})."), "Minimum kept per layer.", "1")
+      ->field("round_to", per_width(),
+              "Kept widths are multiples of this: an integer applies to ffn and hidden, or give {heads, ffn, hidden}.", "1")
+      ->field("min_per_layer", per_width(),
+              "Fewest units a layer keeps: an integer applies to heads, ffn and hidden, or give {heads, ffn, hidden}.", "1")
       ->field("gqa", Schema::enumeration({"group", "within"}),
               "Grouped-query attention: group = a key/value group goes with all its query heads; within = every group "
               "loses the same number of query heads.", "group")
