@@ -7,6 +7,7 @@
 #include <string>
 
 #include "model/gates.h"
+#include "model/tap.h"
 
 namespace secateur::model::fn {
 
@@ -45,6 +46,23 @@ torch::Tensor product(const torch::Tensor& a, const torch::Tensor& b);
 
 // Pre-LN residual: x + g·branch (x + branch without a gate). Exact at g = 0 and g = 1.
 torch::Tensor residual(const torch::Tensor& x, const torch::Tensor& branch, const torch::Tensor& gate);
+
+// One pre-LN layer (GPT-2 and the LLaMA family share it): x + g_attn·attn(x), then
+// x + g_mlp·mlp(x), where each block gate is multiplied by the layer gate and an absent block is
+// skipped. `attn` and `mlp` are the family's branches (norm included), called as f(x).
+template <class Attention, class Mlp>
+torch::Tensor pre_norm_layer(int64_t l, torch::Tensor x, const LayerShape& shape, const Gates* g, Attention&& attn, Mlp&& mlp) {
+  const torch::Tensor layer_gate = g ? Gates::at(g->layer, l) : torch::Tensor();
+  if (shape.has_attention) {
+    x = residual(x, attn(x), product(layer_gate, g ? Gates::at(g->attn_block, l) : torch::Tensor()));
+    tap_block(l, true, x);
+  }
+  if (shape.has_mlp) {
+    x = residual(x, mlp(x), product(layer_gate, g ? Gates::at(g->mlp_block, l) : torch::Tensor()));
+    tap_block(l, false, x);
+  }
+  return x;
+}
 
 // Post-LN interpolation g·f + (1 − g)·x, i.e. x + g·(f − x), exact at g = 0 and g = 1.
 torch::Tensor interpolate(const torch::Tensor& x, const torch::Tensor& f, const torch::Tensor& gate);

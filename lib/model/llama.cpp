@@ -91,18 +91,9 @@ torch::Tensor LlamaModel::mlp_branch(int64_t l, const torch::Tensor& x, const Pa
 }
 
 torch::Tensor LlamaModel::layer_forward(int64_t l, torch::Tensor x, const Pass& pass) const {
-  const LayerShape& s = config_.layers[l];
-  const Gates* g = pass.gates;
-  const torch::Tensor layer_gate = g ? Gates::at(g->layer, l) : torch::Tensor();
-  if (s.has_attention) {
-    x = fn::residual(x, attention_branch(l, x, pass), fn::product(layer_gate, g ? Gates::at(g->attn_block, l) : torch::Tensor()));
-    fn::tap_block(l, true, x);
-  }
-  if (s.has_mlp) {
-    x = fn::residual(x, mlp_branch(l, x, pass), fn::product(layer_gate, g ? Gates::at(g->mlp_block, l) : torch::Tensor()));
-    fn::tap_block(l, false, x);
-  }
-  return x;
+  return fn::pre_norm_layer(
+      l, std::move(x), config_.layers[l], pass.gates, [&](const torch::Tensor& h) { return attention_branch(l, h, pass); },
+      [&](const torch::Tensor& h) { return mlp_branch(l, h, pass); });
 }
 
 torch::Tensor LlamaModel::head(const torch::Tensor& last, const torch::Tensor& input_ids,
