@@ -20,19 +20,17 @@ double median(std::vector<double> values) {
   return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
 }
 
-namespace {
-
 void synchronize(const torch::Device& device) {
   if (device.is_cuda()) torch::cuda::synchronize(device.index() < 0 ? -1 : device.index());
 }
 
-void reset_peak(const torch::Device& device) {
+void reset_peak_memory(const torch::Device& device) {
 #ifdef SECATEUR_WITH_CUDA
   if (device.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(device.index() < 0 ? 0 : device.index());
 #endif
 }
 
-int64_t peak_bytes(const torch::Device& device) {
+int64_t peak_memory_bytes(const torch::Device& device) {
 #ifdef SECATEUR_WITH_CUDA
   if (device.is_cuda()) {
     auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index() < 0 ? 0 : device.index());
@@ -43,8 +41,6 @@ int64_t peak_bytes(const torch::Device& device) {
 #endif
   return -1;
 }
-
-}  // namespace
 
 LatencyResult measure_latency(model::Model& model, const LatencyOptions& o) {
   if (o.batch_size < 1 || o.seq_len < 1 || o.repeats < 1)
@@ -60,7 +56,7 @@ LatencyResult measure_latency(model::Model& model, const LatencyOptions& o) {
   auto ids = torch::randint(0, model.config().vocab_size, {o.batch_size, o.seq_len}, generator, torch::kLong).to(device);
   for (int i = 0; i < o.warmup; ++i) model.forward(ids);
   synchronize(device);
-  reset_peak(device);
+  reset_peak_memory(device);
   std::vector<double> ms;
   for (int i = 0; i < o.repeats; ++i) {
     auto start = std::chrono::steady_clock::now();
@@ -73,7 +69,7 @@ LatencyResult measure_latency(model::Model& model, const LatencyOptions& o) {
   r.min_ms = *std::min_element(ms.begin(), ms.end());
   r.max_ms = *std::max_element(ms.begin(), ms.end());
   r.tokens_per_s = static_cast<double>(o.batch_size * o.seq_len) / (r.median_ms / 1000.0);
-  r.peak_memory_bytes = peak_bytes(device);
+  r.peak_memory_bytes = peak_memory_bytes(device);
   r.batch_size = o.batch_size;
   r.seq_len = o.seq_len;
   r.repeats = o.repeats;

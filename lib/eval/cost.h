@@ -27,6 +27,12 @@ struct LatencyResult {
 // Times model.forward on random token ids (fixed seed) under no-grad and eval mode.
 LatencyResult measure_latency(model::Model& model, const LatencyOptions& options);
 
+// Waits for the device's queued work (no-op on the CPU).
+void synchronize(const torch::Device& device);
+// CUDA allocator peak of allocated bytes since the last reset; -1 on the CPU or without CUDA.
+void reset_peak_memory(const torch::Device& device);
+int64_t peak_memory_bytes(const torch::Device& device);
+
 // Median of a vector (copies it).
 double median(std::vector<double> values);
 
