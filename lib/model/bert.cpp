@@ -27,6 +27,7 @@ EncoderModel::Layer EncoderModel::make_layer(int64_t l) {
   const std::string p = prefix_ + "encoder.layer." + std::to_string(l) + ".";
   const int64_t hidden = c.hidden_size;
   Layer w;
+  w.prefix = p;
   if (s.has_attention) {
     const int64_t q = c.q_width(l);
     w.q_w = param(p + "attention.self.query.weight", {q, hidden});
@@ -116,12 +117,12 @@ torch::Tensor EncoderModel::attention_block(int64_t l, const torch::Tensor& x, c
   const ModelConfig& c = config_;
   const LayerShape& s = c.layers[l];
   const Layer& w = layers_[l];
-  const torch::Tensor q = split_heads(fn::linear(x, w.q_w, w.q_b), s.num_heads, c.head_dim);
-  const torch::Tensor k = split_heads(fn::linear(x, w.k_w, w.k_b), s.num_heads, c.head_dim);
-  const torch::Tensor v = split_heads(fn::linear(x, w.v_w, w.v_b), s.num_heads, c.head_dim);
+  const torch::Tensor q = split_heads(fn::linear(x, w.q_w, w.q_b, pass.weights, w.prefix, "attention.self.query.weight"), s.num_heads, c.head_dim);
+  const torch::Tensor k = split_heads(fn::linear(x, w.k_w, w.k_b, pass.weights, w.prefix, "attention.self.key.weight"), s.num_heads, c.head_dim);
+  const torch::Tensor v = split_heads(fn::linear(x, w.v_w, w.v_b, pass.weights, w.prefix, "attention.self.value.weight"), s.num_heads, c.head_dim);
   const double dropout = is_training() ? c.attention_dropout : 0.0;
   const torch::Tensor context = attention(q, k, v, pass.mask, head_gate(pass.gates, l, s), dropout, pass.exact);
-  const torch::Tensor out = fn::dropout(fn::linear(context, w.o_w, w.o_b), c.hidden_dropout, is_training());
+  const torch::Tensor out = fn::dropout(fn::linear(context, w.o_w, w.o_b, pass.weights, w.prefix, "attention.output.dense.weight"), c.hidden_dropout, is_training());
   return fn::layer_norm(fn::apply_hidden(out, pass.hidden) + x, w.attn_ln_w, w.attn_ln_b, c.norm_eps, pass.hidden);
 }
 
@@ -129,9 +130,9 @@ torch::Tensor EncoderModel::attention_block(int64_t l, const torch::Tensor& x, c
 torch::Tensor EncoderModel::mlp_block(int64_t l, const torch::Tensor& x, const Pass& pass) const {
   const ModelConfig& c = config_;
   const Layer& w = layers_[l];
-  const torch::Tensor neurons = fn::activation(fn::linear(x, w.up_w, w.up_b), c.activation);
+  const torch::Tensor neurons = fn::activation(fn::linear(x, w.up_w, w.up_b, pass.weights, w.prefix, "intermediate.dense.weight"), c.activation);
   const torch::Tensor gated = pass.gates ? fn::scale(neurons, Gates::at(pass.gates->ffn, l)) : neurons;
-  const torch::Tensor out = fn::dropout(fn::linear(gated, w.down_w, w.down_b), c.hidden_dropout, is_training());
+  const torch::Tensor out = fn::dropout(fn::linear(gated, w.down_w, w.down_b, pass.weights, w.prefix, "output.dense.weight"), c.hidden_dropout, is_training());
   return fn::layer_norm(fn::apply_hidden(out, pass.hidden) + x, w.ffn_ln_w, w.ffn_ln_b, c.norm_eps, pass.hidden);
 }
 
@@ -184,12 +185,13 @@ ForwardOutput EncoderModel::forward(const torch::Tensor& input_ids_in, const tor
   pass.gates = gates;
   pass.hidden = fn::HiddenGate::from(gates, dtype());
   pass.exact = options.exact_attention;
+  pass.weights = options.weights;
   pass.mask = AttentionMask::build(attention_mask, seq_len, false, 0, dtype(), device());
 
   ForwardOutput out;
-  torch::Tensor x = embed(input_ids, options.token_type_ids, pass);
+  torch::Tensor x = options.start_hidden.defined() ? options.start_hidden : embed(input_ids, options.token_type_ids, pass);
   if (options.output_hidden_states) out.hidden_states.push_back(x);
-  for (int64_t l = 0; l < c.num_layers; ++l) {
+  for (int64_t l = resume_layer(options, c); l < c.num_layers; ++l) {
     x = layer_forward(l, x, pass);
     if (options.output_hidden_states) out.hidden_states.push_back(x);
   }

@@ -18,6 +18,7 @@ class EncoderModel : public Model {
 
  private:
   struct Layer {
+    std::string prefix;  // HF name prefix, "bert.encoder.layer.3."
     torch::Tensor q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b, attn_ln_w, attn_ln_b;  // attention block
     torch::Tensor up_w, up_b, down_w, down_b, ffn_ln_w, ffn_ln_b;                // MLP block
   };
@@ -26,6 +27,7 @@ class EncoderModel : public Model {
     fn::HiddenGate hidden;
     AttentionMask mask;
     bool exact = false;
+    const WeightTransform* weights = nullptr;
   };
 
   bool roberta() const { return config_.model_type == "roberta"; }

@@ -10,6 +10,22 @@ torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch
   return torch::nn::functional::linear(x, w, b);
 }
 
+torch::Tensor weight(const WeightTransform* transform, const torch::Tensor& w, const std::string& prefix,
+                     const char* suffix) {
+  if (transform == nullptr) return w;
+  torch::Tensor out = transform->apply(prefix + suffix, w);
+  if (!out.sizes().equals(w.sizes()))
+    throw UserError("weight transform changed the shape of " + prefix + suffix);
+  return out;
+}
+
+torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,
+                     const WeightTransform* transform, const std::string& prefix, const char* suffix) {
+  if (transform == nullptr) return linear(x, w, b);
+  tap_projection(w, 1, x);
+  return torch::nn::functional::linear(x, weight(transform, w, prefix, suffix), b);
+}
+
 torch::Tensor activation(const torch::Tensor& x, const std::string& name) {
   if (name == "gelu") return torch::gelu(x);
   if (name == "gelu_new" || name == "gelu_pytorch_tanh" || name == "gelu_fast") return torch::gelu(x, "tanh");

@@ -8,11 +8,21 @@
 
 #include "model/gates.h"
 #include "model/tap.h"
+#include "model/weight_transform.h"
 
 namespace secateur::model::fn {
 
 // x·Wᵀ + b (nn.Linear layout [out, in]); `b` may be undefined.
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b = {});
+
+// The weight a layer projection computes with: `w` itself without a transform (no name is built),
+// else transform->apply(prefix + suffix, w), prefix + suffix being w's HF name.
+torch::Tensor weight(const WeightTransform* transform, const torch::Tensor& w, const std::string& prefix,
+                     const char* suffix);
+
+// linear(x, weight(transform, w, prefix, suffix), b), with taps told of the live parameter `w`.
+torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,
+                     const WeightTransform* transform, const std::string& prefix, const char* suffix);
 
 // HF's hidden_act by name: gelu (erf), gelu_new / gelu_pytorch_tanh / gelu_fast (tanh), silu, relu.
 torch::Tensor activation(const torch::Tensor& x, const std::string& name);

@@ -8,11 +8,13 @@ namespace secateur::model {
 namespace {
 
 // HF's Conv1D: x·W + b with W stored [in, out].
-torch::Tensor conv1d(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
+// With a weight transform, W is replaced by its image (taps still see the live parameter).
+torch::Tensor conv1d(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,
+                     const WeightTransform* transform, const std::string& prefix, const char* suffix) {
   fn::tap_projection(w, 0, x);
   std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end());
   out_shape.back() = w.size(1);
-  return torch::addmm(b, x.reshape({-1, x.size(-1)}), w).view(out_shape);
+  return torch::addmm(b, x.reshape({-1, x.size(-1)}), fn::weight(transform, w, prefix, suffix)).view(out_shape);
 }
 
 }  // namespace
@@ -49,6 +51,7 @@ Gpt2Model::Layer Gpt2Model::make_layer(int64_t l) {
   const std::string p = (c.task != Task::base ? "transformer.h." : "h.") + std::to_string(l) + ".";
   const int64_t hidden = c.hidden_size;
   Layer layer;
+  layer.prefix = p;
   if (s.has_attention) {
     const int64_t q = c.q_width(l);
     layer.ln_1_w = param(p + "ln_1.weight", {hidden}, Init::ones);
@@ -75,13 +78,13 @@ torch::Tensor Gpt2Model::attention_branch(int64_t l, const torch::Tensor& x, con
   const LayerShape& s = c.layers[l];
   const Layer& w = layers_[l];
   const torch::Tensor h = fn::layer_norm(x, w.ln_1_w, w.ln_1_b, c.norm_eps, pass.hidden);
-  const std::vector<torch::Tensor> qkv = conv1d(h, w.c_attn_w, w.c_attn_b).chunk(3, -1);
+  const std::vector<torch::Tensor> qkv = conv1d(h, w.c_attn_w, w.c_attn_b, pass.weights, w.prefix, "attn.c_attn.weight").chunk(3, -1);
   const torch::Tensor q = split_heads(qkv[0], s.num_heads, c.head_dim);
   const torch::Tensor k = split_heads(qkv[1], s.num_heads, c.head_dim);
   const torch::Tensor v = split_heads(qkv[2], s.num_heads, c.head_dim);
   const double dropout = is_training() ? c.attention_dropout : 0.0;
   const torch::Tensor context = attention(q, k, v, pass.mask, head_gate(pass.gates, l, s), dropout, pass.exact);
-  const torch::Tensor out = fn::dropout(conv1d(context, w.c_proj_w, w.c_proj_b), c.hidden_dropout, is_training());
+  const torch::Tensor out = fn::dropout(conv1d(context, w.c_proj_w, w.c_proj_b, pass.weights, w.prefix, "attn.c_proj.weight"), c.hidden_dropout, is_training());
   return fn::apply_hidden(out, pass.hidden);
 }
 
@@ -89,9 +92,9 @@ torch::Tensor Gpt2Model::mlp_branch(int64_t l, const torch::Tensor& x, const Pas
   const ModelConfig& c = config_;
   const Layer& w = layers_[l];
   const torch::Tensor h = fn::layer_norm(x, w.ln_2_w, w.ln_2_b, c.norm_eps, pass.hidden);
-  const torch::Tensor neurons = fn::activation(conv1d(h, w.c_fc_w, w.c_fc_b), c.activation);
+  const torch::Tensor neurons = fn::activation(conv1d(h, w.c_fc_w, w.c_fc_b, pass.weights, w.prefix, "mlp.c_fc.weight"), c.activation);
   const torch::Tensor gated = pass.gates ? fn::scale(neurons, Gates::at(pass.gates->ffn, l)) : neurons;
-  const torch::Tensor out = fn::dropout(conv1d(gated, w.mlp_proj_w, w.mlp_proj_b), c.hidden_dropout, is_training());
+  const torch::Tensor out = fn::dropout(conv1d(gated, w.mlp_proj_w, w.mlp_proj_b, pass.weights, w.prefix, "mlp.c_proj.weight"), c.hidden_dropout, is_training());
   return fn::apply_hidden(out, pass.hidden);
 }
 
@@ -125,13 +128,17 @@ ForwardOutput Gpt2Model::forward(const torch::Tensor& input_ids_in, const torch:
   pass.gates = gates;
   pass.hidden = fn::HiddenGate::from(gates, dtype());
   pass.exact = options.exact_attention;
+  pass.weights = options.weights;
   pass.mask = AttentionMask::build(attention_mask, seq_len, true, 0, dtype(), device());
 
   const torch::Tensor positions = torch::arange(seq_len, input_ids.options().dtype(torch::kLong));
-  torch::Tensor x = torch::embedding(wte_, input_ids) + torch::embedding(wpe_, positions);
-  x = fn::apply_hidden(fn::dropout(x, c.embedding_dropout, is_training()), pass.hidden);
+  torch::Tensor x = options.start_hidden;
+  if (!x.defined()) {
+    x = torch::embedding(wte_, input_ids) + torch::embedding(wpe_, positions);
+    x = fn::apply_hidden(fn::dropout(x, c.embedding_dropout, is_training()), pass.hidden);
+  }
   ForwardOutput out;
-  for (int64_t l = 0; l < c.num_layers; ++l) {
+  for (int64_t l = resume_layer(options, c); l < c.num_layers; ++l) {
     if (options.output_hidden_states) out.hidden_states.push_back(x);
     x = layer_forward(l, x, pass);
   }

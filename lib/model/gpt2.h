@@ -16,6 +16,7 @@ class Gpt2Model : public Model {
 
  private:
   struct Layer {
+    std::string prefix;  // HF name prefix, "transformer.h.3."
     torch::Tensor ln_1_w, ln_1_b, c_attn_w, c_attn_b, c_proj_w, c_proj_b;  // attention block
     torch::Tensor ln_2_w, ln_2_b, c_fc_w, c_fc_b, mlp_proj_w, mlp_proj_b;  // MLP block
   };
@@ -24,6 +25,7 @@ class Gpt2Model : public Model {
     fn::HiddenGate hidden;
     AttentionMask mask;
     bool exact = false;
+    const WeightTransform* weights = nullptr;
   };
 
   Layer make_layer(int64_t l);

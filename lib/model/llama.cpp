@@ -39,6 +39,7 @@ LlamaModel::Layer LlamaModel::make_layer(int64_t l) {
     return present ? param(p + name, {n}, Init::zeros) : torch::Tensor();
   };
   Layer layer;
+  layer.prefix = p;
   if (s.has_attention) {
     const int64_t q = c.q_width(l), kv = c.kv_width(l);
     layer.attn_norm = param(p + "input_layernorm.weight", {hidden}, Init::ones);
@@ -70,24 +71,26 @@ torch::Tensor LlamaModel::attention_branch(int64_t l, const torch::Tensor& x, co
   const ModelConfig& c = config_;
   const LayerShape& s = c.layers[l];
   const Attention& a = layers_[l].attn;
+  const std::string& p = layers_[l].prefix;
   const torch::Tensor h = fn::rms_norm(x, layers_[l].attn_norm, c.norm_eps, pass.hidden);
-  const torch::Tensor q = apply_rope(split_heads(fn::linear(h, a.q_w, a.q_b), s.num_heads, c.head_dim), pass.rope);
-  const torch::Tensor k = apply_rope(split_heads(fn::linear(h, a.k_w, a.k_b), s.num_kv_heads, c.head_dim), pass.rope);
-  const torch::Tensor v = split_heads(fn::linear(h, a.v_w, a.v_b), s.num_kv_heads, c.head_dim);
+  const torch::Tensor q = apply_rope(split_heads(fn::linear(h, a.q_w, a.q_b, pass.weights, p, "self_attn.q_proj.weight"), s.num_heads, c.head_dim), pass.rope);
+  const torch::Tensor k = apply_rope(split_heads(fn::linear(h, a.k_w, a.k_b, pass.weights, p, "self_attn.k_proj.weight"), s.num_kv_heads, c.head_dim), pass.rope);
+  const torch::Tensor v = split_heads(fn::linear(h, a.v_w, a.v_b, pass.weights, p, "self_attn.v_proj.weight"), s.num_kv_heads, c.head_dim);
   const AttentionMask& mask = c.sliding_layers[l] ? pass.sliding_mask : pass.mask;
   const double dropout = is_training() ? c.attention_dropout : 0.0;
   const torch::Tensor context = attention(q, k, v, mask, head_gate(pass.gates, l, s), dropout, pass.exact);
-  return fn::apply_hidden(fn::linear(context, a.o_w, a.o_b), pass.hidden);
+  return fn::apply_hidden(fn::linear(context, a.o_w, a.o_b, pass.weights, p, "self_attn.o_proj.weight"), pass.hidden);
 }
 
 // down(act(gate(h)) · up(h)), each neuron's activation scaled by its gate.
 torch::Tensor LlamaModel::mlp_branch(int64_t l, const torch::Tensor& x, const Pass& pass) const {
   const ModelConfig& c = config_;
   const Mlp& m = layers_[l].mlp;
+  const std::string& p = layers_[l].prefix;
   const torch::Tensor h = fn::rms_norm(x, layers_[l].mlp_norm, c.norm_eps, pass.hidden);
-  const torch::Tensor neurons = fn::activation(fn::linear(h, m.gate_w, m.gate_b), c.activation) * fn::linear(h, m.up_w, m.up_b);
+  const torch::Tensor neurons = fn::activation(fn::linear(h, m.gate_w, m.gate_b, pass.weights, p, "mlp.gate_proj.weight"), c.activation) * fn::linear(h, m.up_w, m.up_b, pass.weights, p, "mlp.up_proj.weight");
   const torch::Tensor gated = pass.gates ? fn::scale(neurons, Gates::at(pass.gates->ffn, l)) : neurons;
-  return fn::apply_hidden(fn::linear(gated, m.down_w, m.down_b), pass.hidden);
+  return fn::apply_hidden(fn::linear(gated, m.down_w, m.down_b, pass.weights, p, "mlp.down_proj.weight"), pass.hidden);
 }
 
 torch::Tensor LlamaModel::layer_forward(int64_t l, torch::Tensor x, const Pass& pass) const {
@@ -118,14 +121,16 @@ ForwardOutput LlamaModel::forward(const torch::Tensor& input_ids_in, const torch
   pass.gates = gates;
   pass.hidden = fn::HiddenGate::from(gates, dtype);
   pass.exact = options.exact_attention;
+  pass.weights = options.weights;
   pass.mask = AttentionMask::build(attention_mask, seq_len, true, 0, dtype, device());
   if (c.sliding_window > 0)
     pass.sliding_mask = AttentionMask::build(attention_mask, seq_len, true, c.sliding_window, dtype, device());
   pass.rope = rope_tables(inv_freq_.to(device()), seq_len, dtype);
 
   ForwardOutput out;
-  torch::Tensor x = fn::apply_hidden(torch::embedding(embed_tokens_, input_ids), pass.hidden);
-  for (int64_t l = 0; l < c.num_layers; ++l) {
+  torch::Tensor x = options.start_hidden.defined() ? options.start_hidden
+                                                  : fn::apply_hidden(torch::embedding(embed_tokens_, input_ids), pass.hidden);
+  for (int64_t l = resume_layer(options, c); l < c.num_layers; ++l) {
     if (options.output_hidden_states) out.hidden_states.push_back(x);
     x = layer_forward(l, x, pass);
   }

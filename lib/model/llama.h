@@ -23,6 +23,7 @@ class LlamaModel : public Model {
     torch::Tensor gate_w, gate_b, up_w, up_b, down_w, down_b;
   };
   struct Layer {
+    std::string prefix;       // HF name prefix, "model.layers.3."
     torch::Tensor attn_norm;  // input_layernorm
     Attention attn;
     torch::Tensor mlp_norm;   // post_attention_layernorm
@@ -36,6 +37,7 @@ class LlamaModel : public Model {
     AttentionMask sliding_mask;
     RopeTables rope;
     bool exact = false;
+    const WeightTransform* weights = nullptr;
   };
 
   Layer make_layer(int64_t l);

@@ -147,6 +147,38 @@ std::shared_ptr<Model> make_model(const ModelConfig& config, const torch::Tensor
 
 }  // namespace
 
+std::vector<ProjectionWeight> projection_weights(const Model& model) {
+  struct Rule {
+    const char* layer_marker;  // only names inside a transformer layer
+    std::vector<const char*> suffixes;
+    int64_t out_dim;
+  };
+  static const Rule llama{"layers.",
+                          {"self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
+                           "self_attn.o_proj.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight"},
+                          0};
+  static const Rule gpt2{"h.", {"attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight"}, 1};
+  static const Rule encoder{"encoder.layer.",
+                            {"attention.self.query.weight", "attention.self.key.weight", "attention.self.value.weight",
+                             "attention.output.dense.weight", "intermediate.dense.weight", "output.dense.weight"},
+                            0};
+  const Family family = model.config().family;
+  const Rule& rule = family == Family::llama ? llama : family == Family::gpt2 ? gpt2 : encoder;
+  auto ends_with = [](const std::string& s, const std::string& suffix) {
+    return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  };
+  std::vector<ProjectionWeight> out;
+  for (const std::string& name : model.hf_names()) {
+    if (name.find(rule.layer_marker) == std::string::npos) continue;
+    for (const char* suffix : rule.suffixes)
+      if (ends_with(name, std::string(".") + suffix)) {
+        out.push_back({name, rule.out_dim});
+        break;
+      }
+  }
+  return out;
+}
+
 std::shared_ptr<Model> build_model(const ModelConfig& config, const torch::TensorOptions& options) {
   std::shared_ptr<Model> model = make_model(config, options);
   model->init_weights();
@@ -225,6 +257,9 @@ std::shared_ptr<Model> load_model(const std::string& path, const LoadOptions& op
   const std::string config_path = (dir ? path : parent_directory(path)) + "/config.json";
   if (!path_exists(config_path))
     throw UserError(path + ": no config.json " + (dir ? "in this directory" : "beside this file"));
+  // ModelConfig::load reads a directory's config.json: a config.json that is itself a directory
+  // would be searched for a config.json inside it and reported as missing there.
+  if (is_directory(config_path)) throw UserError(config_path + ": is a directory, expected a file");
   const ModelConfig config = ModelConfig::load(config_path);
   const torch::Device device = parse_device(options.device);
   const io::TensorMap weights = io::load_weights(path);
@@ -254,6 +289,14 @@ std::shared_ptr<Model> load_model(const std::string& path, const LoadOptions& op
               " tensor(s) the model does not use: " + joined(report.unexpected));
   model->eval();
   return model;
+}
+
+int64_t resume_layer(const ForwardOptions& options, const ModelConfig& config) {
+  const int64_t l = options.start_layer;
+  if (l < 0 || l > config.num_layers || (l > 0 && !options.start_hidden.defined()))
+    throw UserError("forward: start_layer " + std::to_string(l) + " needs start_hidden and must lie in [0, " +
+                    std::to_string(config.num_layers) + "]");
+  return l;
 }
 
 }  // namespace secateur::model

@@ -17,6 +17,7 @@
 #include "io/weights.h"
 #include "model/config.h"
 #include "model/gates.h"
+#include "model/weight_transform.h"
 
 namespace secateur::model {
 
@@ -24,7 +25,20 @@ struct ForwardOptions {
   bool output_hidden_states = false;
   torch::Tensor token_type_ids;   // encoder only, [B, T]; zeros when undefined
   bool exact_attention = false;   // matmul-softmax even where fused SDPA exists
+  // Learned-weight methods (movement masks, LoRA): every layer projection computes with
+  // weights->apply(name, W) instead of W (see projection_weights). nullptr = the plain forward.
+  const WeightTransform* weights = nullptr;
+  // Resume a pass at layer `start_layer` from `start_hidden`, that layer's input as an earlier
+  // pass on the same ids, mask and gates up to it produced (its hidden_states[start_layer]): the
+  // embedding and the layers before are skipped, and hidden_states holds only the layers run.
+  // Perplexity search re-runs only the layers a candidate removal changes.
+  int64_t start_layer = 0;
+  torch::Tensor start_hidden;
 };
+
+// The first layer a pass runs: options.start_layer, checked against the model (UserError when out
+// of range, or when it is not 0 and no start_hidden is given).
+int64_t resume_layer(const ForwardOptions& options, const ModelConfig& config);
 
 struct ForwardOutput {
   // masked_lm / causal_lm: [B, T, vocab]; sequence_classification: [B, num_labels];
@@ -102,6 +116,17 @@ class Model : public torch::nn::Module {
   std::vector<std::string> ignored_suffixes_;
   std::string base_prefix_;
 };
+
+// The projections a WeightTransform applies to: q/k/v/o and gate/up/down (llama family),
+// c_attn / attn.c_proj / c_fc / mlp.c_proj (GPT-2), query/key/value/attention.output.dense/
+// intermediate.dense/output.dense (BERT, RoBERTa), in every layer, by HF name in model order.
+// out_dim is the dim of the HF-layout weight indexing output units: 0 for nn.Linear [out, in],
+// 1 for GPT-2's Conv1D [in, out].
+struct ProjectionWeight {
+  std::string name;
+  int64_t out_dim = 0;
+};
+std::vector<ProjectionWeight> projection_weights(const Model& model);
 
 // A model of `config` with HF-style random weights (dtype and device from `options`).
 std::shared_ptr<Model> build_model(const ModelConfig& config,
