@@ -10,6 +10,8 @@ PKGS=(
   build-essential cmake ninja-build ccache pkg-config git
   # LibTorch 1.13 (CPU) and the libraries secateur links
   libtorch-dev libyaml-cpp-dev libspdlog-dev libfmt-dev
+  # the Gloo (CPU) backend of data parallelism: headers of the gloo that LibTorch links
+  libgloo-dev
   libsentencepiece-dev sentencepiece
   libboost-program-options-dev nlohmann-json3-dev
   # tokenizers: Unicode data and normalisation (utf8proc), \p{L}/lookahead regexes (PCRE2)
