@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# bench/run.sh BUILD_DIR [OUT_DIR] — issue #8's side-by-side benchmark, on the GPU machine:
+# secateur (BUILD_DIR/bench/speed_bench) and HF transformers + PyTorch (bench/hf_reference.py) on
+# identical shapes, dtype and random-init weights, in one run on one machine. Systems alternate
+# round by round so drift (clocks, other tenants) hits both alike; compare.py takes medians.
+# Writes OUT_DIR/results.jsonl and OUT_DIR/table.md, and prints the table.
+set -uo pipefail
+BUILD=${1:?usage: bench/run.sh BUILD_DIR [OUT_DIR]}
+OUT=${2:-bench-results}
+ROUNDS=${ROUNDS:-3}
+HERE=$(cd "$(dirname "$0")" && pwd)
+PY=${PYTHON:-python3}
+mkdir -p "$OUT"
+RESULTS="$OUT/results.jsonl"
+: > "$RESULTS"
+
+run() {  # run LABEL COMMAND...: appends the command's JSON line, keeps going on failure
+  local label=$1; shift
+  echo "== $label" >&2
+  if ! "$@" >> "$RESULTS" 2> "$OUT/last.err"; then
+    echo "   FAILED: $label" >&2; tail -5 "$OUT/last.err" >&2
+  fi
+}
+
+for round in $(seq "$ROUNDS"); do
+  for pruned in "" "--pruned"; do
+    run "llama_eval secateur $pruned #$round" "$BUILD/bench/speed_bench" llama_eval $pruned
+    run "llama_eval hf $pruned #$round" "$PY" "$HERE/hf_reference.py" llama_eval $pruned --steps 60 --window 10 --warmup 10
+    run "bert_infer secateur $pruned #$round" "$BUILD/bench/speed_bench" bert_infer $pruned --steps 200 --window 20
+    run "bert_infer hf $pruned #$round" "$PY" "$HERE/hf_reference.py" bert_infer $pruned --steps 200 --window 20
+  done
+done
+
+"$PY" "$HERE/compare.py" "$RESULTS" | tee "$OUT/table.md"
