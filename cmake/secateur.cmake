@@ -5,6 +5,22 @@ function(secateur_warnings target)
   target_compile_options(${target} PRIVATE -Wall -Wextra -Wno-unused-parameter -Wno-maybe-uninitialized)
 endfunction()
 
+# -DSECATEUR_SANITIZE=address,undefined|thread instruments every target declared after this point
+# (libraries, apps, tests, the PCH, which must share their flags). LibTorch itself is not
+# instrumented: ASan and UBSan are exact on our code anyway; TSan cannot see LibTorch's own
+# synchronisation, so the thread build is meant for the torch-free code (docs/security.md).
+if(SECATEUR_SANITIZE)
+  if(NOT SECATEUR_SANITIZE MATCHES "^(address|undefined|address,undefined|undefined,address|thread)$")
+    message(FATAL_ERROR "SECATEUR_SANITIZE='${SECATEUR_SANITIZE}': expected address,undefined or thread")
+  endif()
+  add_compile_options(-fsanitize=${SECATEUR_SANITIZE} -fno-omit-frame-pointer -g)
+  add_link_options(-fsanitize=${SECATEUR_SANITIZE})
+  if(SECATEUR_SANITIZE MATCHES undefined)
+    # A finding fails the test instead of printing and carrying on.
+    add_compile_options(-fno-sanitize-recover=undefined)
+  endif()
+endif()
+
 # One precompiled <torch/torch.h> reused by every target that includes torch: a torch TU costs
 # ~14 s on 2 cores without it and ~6 s with it. REUSE_FROM needs identical compile options, so
 # every torch target goes through this function.
