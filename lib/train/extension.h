@@ -28,6 +28,9 @@ struct StepInfo {
   int64_t total_steps = 0;  // the run's planned optimiser steps
   int64_t micro_batch = 0;  // index within the accumulation window
   bool training = true;     // false during evaluation passes (deterministic gates)
+  // This step's metrics reach metrics.jsonl: fill StepMetrics (which reads values back to the
+  // host, a GPU sync) only when set.
+  bool logging = false;
 };
 
 // Tensors an extension trains, with their own learning rate and weight decay.

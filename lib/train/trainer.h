@@ -255,6 +255,7 @@ class Trainer {
 // every step boundary. A second signal while the flag is set restores the default action, so a
 // stuck run can still be killed.
 void install_interrupt_handlers();
+void restore_interrupt_handlers();  // the actions in place before install (the trainer calls it at the end)
 bool interrupt_requested();
 void request_interrupt();        // as if a signal arrived (tests)
 void clear_interrupt();

@@ -1,0 +1,720 @@
+#include "train/trainer.h"
+
+#include <torch/version.h>
+
+#include <ATen/autocast_mode.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <mutex>
+#include <regex>
+#include <sstream>
+#include <type_traits>
+
+#include "eval/loss.h"
+#include "io/weights.h"
+#include "train/checkpoint.h"
+#include "util/error.h"
+#include "util/fs.h"
+#include "util/log.h"
+#include "util/progress.h"
+
+namespace secateur::train {
+
+namespace {
+
+using json = nlohmann::json;
+
+// The C++ optimisers key their per-parameter state by the parameter's TensorImpl: as the
+// pointer's text in LibTorch 1.x (c10::guts::to_string), as the pointer itself in 2.x.
+template <class Map>
+typename Map::key_type state_key(const Map&, const torch::Tensor& p) {
+  using Key = typename Map::key_type;
+  if constexpr (std::is_same<Key, std::string>::value) {
+    std::ostringstream s;
+    s << p.unsafeGetTensorImpl();
+    return s.str();
+  } else {
+    return static_cast<Key>(p.unsafeGetTensorImpl());
+  }
+}
+
+// bf16 autocast of CUDA ops for the forward pass and loss (the backward runs in the forward's
+// dtypes). The per-device API replaced the CUDA-only one in LibTorch 2.4.
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+#define SECATEUR_AUTOCAST_PER_DEVICE 1
+#endif
+class AutocastScope {
+ public:
+  explicit AutocastScope(bool on) : on_(on) {
+    if (!on_) return;
+#ifdef SECATEUR_AUTOCAST_PER_DEVICE
+    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+    at::autocast::set_autocast_enabled(at::kCUDA, true);
+#else
+    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+    at::autocast::set_enabled(true);
+#endif
+  }
+  ~AutocastScope() {
+    if (!on_) return;
+#ifdef SECATEUR_AUTOCAST_PER_DEVICE
+    at::autocast::set_autocast_enabled(at::kCUDA, false);
+#else
+    at::autocast::set_enabled(false);
+#endif
+    at::autocast::clear_cache();
+  }
+
+ private:
+  bool on_;
+};
+
+bool matches_any(const std::string& name, const std::vector<std::regex>& patterns) {
+  for (const auto& p : patterns)
+    if (std::regex_search(name, p)) return true;
+  return false;
+}
+
+std::vector<std::regex> compile(const std::vector<std::string>& patterns, const std::string& key) {
+  std::vector<std::regex> out;
+  for (const auto& p : patterns) {
+    try {
+      out.emplace_back(p, std::regex::ECMAScript);
+    } catch (const std::regex_error& e) {
+      throw UserError(key + ": '" + p + "' is not a valid regular expression (" + e.what() + ")");
+    }
+  }
+  return out;
+}
+
+bool gates_empty(const model::Gates& g) { return g.tensors().empty(); }
+
+model::Task task_of(const model::Model& m) { return m.config().task; }
+
+std::string fmt(double v, const char* f = "%.4g") {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, v);
+  return buf;
+}
+
+}  // namespace
+
+struct Trainer::Impl {
+  Impl(model::Model& m, TrainOptions o, std::shared_ptr<BatchSource> b, std::vector<std::shared_ptr<Extension>> e,
+       std::shared_ptr<Evaluator> ev, Callbacks cb, std::shared_ptr<GradientSync> s)
+      : model(m), options(std::move(o)), batches(std::move(b)), extensions(std::move(e)), evaluator(std::move(ev)),
+        callbacks(std::move(cb)), sync(s ? std::move(s) : std::make_shared<GradientSync>()) {
+    if (!batches) throw UserError(options.label + ": no training data");
+    if (options.grad_accumulation < 1) throw UserError(options.label + ": grad_accumulation must be at least 1");
+    if (batches->batches_per_epoch() < 1) throw UserError(options.label + ": the training data holds no full batch");
+    total = compute_total_steps();
+    setup_parameters();
+    setup_optimizer();
+  }
+
+  // ---- setup ------------------------------------------------------------------------------
+
+  int64_t compute_total_steps() const {
+    if (options.steps > 0) return options.steps;
+    const double micro = options.epochs * static_cast<double>(batches->batches_per_epoch());
+    const auto steps = static_cast<int64_t>(std::ceil(micro / static_cast<double>(options.grad_accumulation) - 1e-9));
+    if (steps < 1) throw UserError(options.label + ": epochs " + fmt(options.epochs) + " is less than one optimiser step");
+    return steps;
+  }
+
+  struct Group {
+    std::string name;
+    std::vector<torch::Tensor> params;
+    std::vector<std::string> names;
+    double lr = 0, weight_decay = 0;
+    bool maximize = false;
+  };
+
+  void setup_parameters() {
+    const auto include = compile(options.freeze.patterns, "freeze.patterns");
+    const auto exclude = compile(options.freeze.exclude, "freeze.exclude");
+    if (options.freeze.mode == FreezeMode::patterns && include.empty())
+      throw UserError(options.label + ": freeze mode 'patterns' needs at least one pattern in freeze.patterns");
+    Group decay, no_decay;
+    decay.name = "model.decay";
+    no_decay.name = "model.no_decay";
+    decay.lr = no_decay.lr = options.optimizer.lr;
+    decay.weight_decay = options.optimizer.weight_decay;
+    for (const auto& name : model.hf_names()) {
+      torch::Tensor p = model.hf_parameter(name);
+      bool trains = options.freeze.mode == FreezeMode::none ||
+                    (options.freeze.mode == FreezeMode::patterns && matches_any(name, include));
+      if (matches_any(name, exclude)) trains = false;
+      p.set_requires_grad(trains);
+      if (!trains) continue;
+      trainable.push_back(name);
+      Group& g = decays(name, options.optimizer.decay_embeddings) ? decay : no_decay;
+      g.params.push_back(p);
+      g.names.push_back(name);
+    }
+    for (Group* g : {&decay, &no_decay})
+      if (!g->params.empty()) groups.push_back(std::move(*g));
+    for (const auto& e : extensions) {
+      for (auto& pg : e->param_groups()) {
+        Group g;
+        g.name = e->name() + "." + pg.name;
+        g.lr = pg.lr < 0 ? options.optimizer.lr : pg.lr;
+        g.weight_decay = pg.weight_decay;
+        g.maximize = pg.maximize;
+        for (size_t i = 0; i < pg.params.size(); ++i) {
+          if (!pg.params[i].requires_grad())
+            throw UserError(options.label + ": extension " + e->name() + " group " + pg.name + " has a tensor that does not require grad");
+          g.params.push_back(pg.params[i]);
+          g.names.push_back(g.name + "." + std::to_string(i));
+        }
+        if (!g.params.empty()) groups.push_back(std::move(g));
+      }
+    }
+    for (const auto& g : groups)
+      for (size_t i = 0; i < g.params.size(); ++i) {
+        all_params.push_back(g.params[i]);
+        all_names.push_back(g.names[i]);
+      }
+    if (all_params.empty())
+      throw UserError(options.label + ": nothing to train (every model parameter is frozen and no extension has parameters)");
+  }
+
+  void setup_optimizer() {
+    const auto& oo = options.optimizer;
+    std::vector<torch::optim::OptimizerParamGroup> pgs;
+    for (const auto& g : groups) {
+      if (oo.kind == OptimizerKind::adamw) {
+        // torch::optim::AdamW: decoupled decay p ← p·(1 − lr·wd), then Adam's update (Loshchilov &
+        // Hutter). The C++ frontend has no fused/foreach variant in 1.13 nor 2.x (AdamWOptions has
+        // no `fused`); the per-parameter loop is what runs.
+        auto opts = std::make_unique<torch::optim::AdamWOptions>(g.lr);
+        opts->betas(std::make_tuple(oo.beta1, oo.beta2)).eps(oo.eps).weight_decay(g.weight_decay);
+        pgs.emplace_back(g.params, std::move(opts));
+      } else {
+        // torch::optim::SGD: weight decay is L2 (added to the gradient), as torch.optim.SGD.
+        auto opts = std::make_unique<torch::optim::SGDOptions>(g.lr);
+        opts->momentum(oo.momentum).nesterov(oo.nesterov).weight_decay(g.weight_decay);
+        pgs.emplace_back(g.params, std::move(opts));
+      }
+    }
+    if (oo.kind == OptimizerKind::adamw)
+      optimizer = std::make_unique<torch::optim::AdamW>(std::move(pgs), torch::optim::AdamWOptions(oo.lr));
+    else
+      optimizer = std::make_unique<torch::optim::SGD>(std::move(pgs), torch::optim::SGDOptions(oo.lr));
+  }
+
+  void set_learning_rates(int64_t s) {
+    const double f = lr_factor(options.schedule, s, total);
+    auto& pgs = optimizer->param_groups();
+    for (size_t i = 0; i < groups.size(); ++i) {
+      const double lr = groups[i].lr * f;
+      if (options.optimizer.kind == OptimizerKind::adamw)
+        static_cast<torch::optim::AdamWOptions&>(pgs[i].options()).lr(lr);
+      else
+        static_cast<torch::optim::SGDOptions&>(pgs[i].options()).lr(lr);
+    }
+    current_lr = options.optimizer.lr * f;
+  }
+
+  // ---- one optimiser step -----------------------------------------------------------------
+
+  data::Batch next_batch() {
+    if (position.batch >= batches->batches_per_epoch()) {
+      ++position.epoch;
+      position.batch = 0;
+    }
+    return batches->batch(position.epoch, position.batch++);
+  }
+
+  void prepare(const StepInfo& info, model::Gates& gates, model::ForwardOptions& fo) {
+    for (const auto& e : extensions) e->prepare(info, gates, fo);
+    for (const auto& e : extensions)
+      if (e->needs_hidden_states()) fo.output_hidden_states = true;
+  }
+
+  bool logs_this_step() const {
+    return options.log_every > 0 && ((step + 1) % options.log_every == 0 || step + 1 == total);
+  }
+
+  // Returns the summed (unscaled) task loss of the step's micro-batches, detached.
+  torch::Tensor accumulate_gradients(StepMetrics& metrics) {
+    const auto device = model.device();
+    const bool autocast = options.bf16 && device.is_cuda();
+    torch::Tensor step_loss = torch::zeros({}, torch::TensorOptions().dtype(torch::kDouble).device(device));
+    torch::Tensor step_tokens = torch::zeros({}, torch::TensorOptions().dtype(torch::kLong).device(device));
+    if (!device.is_cuda()) {
+      // What a checkpoint of "before this step" needs if this step's loss turns out non-finite.
+      step_start_position = position;
+      step_start_rng = rng_tensors();
+    }
+    for (int64_t k = 0; k < options.grad_accumulation; ++k) {
+      const data::Batch b = next_batch().to(device);
+      StepInfo info{step, total, k, true, logs_this_step()};
+      model::Gates gates;
+      model::ForwardOptions fo;
+      fo.token_type_ids = b.token_type_ids;
+      prepare(info, gates, fo);
+      torch::Tensor loss, task;
+      {
+        AutocastScope scope(autocast);
+        auto out = model.forward(b.input_ids, b.attention_mask, gates_empty(gates) ? nullptr : &gates, fo);
+        out.logits = out.logits.to(torch::kFloat);
+        task = eval::task_loss(task_of(model), out.logits, b);
+        loss = task * options.task_loss_weight;
+        for (const auto& e : extensions) {
+          auto extra = e->loss(info, b, out, metrics);
+          if (extra.defined()) loss = loss + extra.to(torch::kFloat);
+        }
+      }
+      (loss / static_cast<double>(options.grad_accumulation)).backward();
+      const auto t = task.detach().to(torch::kDouble);
+      step_loss += t;
+      step_tokens += b.attention_mask.defined() ? b.attention_mask.sum() : torch::full({}, b.input_ids.numel(), torch::kLong).to(device);
+      // Non-finite check: every step on the CPU (free); on a GPU a device-side flag read at log
+      // and checkpoint boundaries, so steps never wait on the host.
+      const auto bad = torch::logical_not(torch::isfinite(loss.detach()));
+      if (!device.is_cuda()) {
+        if (bad.item<bool>()) nonfinite_found(step);
+      } else {
+        first_bad_step = torch::where(bad & (first_bad_step < 0), torch::full_like(first_bad_step, step), first_bad_step);
+      }
+    }
+    window_tokens += step_tokens;
+    return step_loss / static_cast<double>(options.grad_accumulation);
+  }
+
+  // Global L2 norm of the gradients, clipped to max_grad_norm as torch.nn.utils.clip_grad_norm_
+  // (coefficient max_norm / (norm + 1e-6), clamped at 1), without a host sync.
+  torch::Tensor clip_gradients() {
+    std::vector<torch::Tensor> norms;
+    std::vector<torch::Tensor> grads;
+    for (const auto& p : all_params)
+      if (p.grad().defined()) {
+        grads.push_back(p.grad());
+        norms.push_back(p.grad().detach().to(torch::kFloat).norm(2));
+      }
+    if (norms.empty()) return torch::zeros({});
+    const auto total_norm = torch::stack(norms).norm(2);
+    if (options.max_grad_norm > 0) {
+      const auto coef = torch::clamp(options.max_grad_norm / (total_norm + 1e-6), c10::nullopt, 1.0);
+      for (auto& g : grads) g.mul_(coef.to(g.dtype()));
+    }
+    return total_norm;
+  }
+
+  void optimizer_step(StepMetrics& metrics) {
+    sync->synchronize(all_params);
+    for (const auto& g : groups)
+      if (g.maximize)
+        for (const auto& p : g.params)
+          if (p.grad().defined()) p.mutable_grad().neg_();
+    window_grad_norm = clip_gradients();
+    set_learning_rates(step);
+    optimizer->step();
+    for (auto& p : all_params) p.mutable_grad() = torch::Tensor();  // set_to_none, in both versions
+    StepInfo info{step, total, options.grad_accumulation - 1, true, logs_this_step()};
+    for (const auto& e : extensions) e->after_step(info, metrics);
+    ++step;
+  }
+
+  [[noreturn]] void nonfinite_found(int64_t bad_step) {
+    std::string where;
+    // On the CPU the bad step has not been applied yet: the model still holds the last good state.
+    if (!model.device().is_cuda() && bad_step == step && !checkpoint_dir.empty()) {
+      for (auto& p : all_params) p.mutable_grad() = torch::Tensor();
+      position = step_start_position;
+      where = save_checkpoint(false, &step_start_rng);
+    }
+    else if (!last_checkpoint.empty()) where = last_checkpoint;
+    throw UserError(options.label + ": the loss became non-finite (NaN or inf) at step " + std::to_string(bad_step + 1) + " of " +
+                    std::to_string(total) + " (lr " + fmt(current_lr) + "); lower optimizer.lr, raise schedule.warmup, or set "
+                    "max_grad_norm." + (where.empty() ? std::string(" No checkpoint was saved.") : " Last good checkpoint: " + where));
+  }
+
+  void check_device_nonfinite() {
+    if (!first_bad_step.defined() || !model.device().is_cuda()) return;
+    const int64_t bad = first_bad_step.item<int64_t>();
+    if (bad >= 0) nonfinite_found(bad);
+  }
+
+  // ---- evaluation -------------------------------------------------------------------------
+
+  model::Gates eval_gates(model::ForwardOptions* fo_out) const {
+    model::Gates gates;
+    model::ForwardOptions fo;
+    StepInfo info{step, total, 0, false};
+    for (const auto& e : extensions) e->prepare(info, gates, fo);
+    if (fo_out) *fo_out = fo;
+    return gates;
+  }
+
+  StepMetrics evaluate() {
+    if (!evaluator) return {};
+    model::ForwardOptions fo;
+    const auto gates = eval_gates(&fo);
+    auto m = evaluator->evaluate(model, gates_empty(gates) ? nullptr : &gates, fo);
+    last_eval = m;
+    last_eval_step = step;
+    if (!options.best_metric.empty()) {
+      auto it = m.find(options.best_metric);
+      if (it == m.end())
+        throw UserError(options.label + ": best_metric '" + options.best_metric + "' is not among the evaluation's metrics");
+      const bool better = best_step < 0 || (options.best_higher_is_better ? it->second > best_value : it->second < best_value);
+      if (better) {
+        best_value = it->second;
+        best_step = step;
+        best_metrics = m;
+      }
+    }
+    return m;
+  }
+
+  // ---- checkpoints ------------------------------------------------------------------------
+
+  io::TensorMap optimizer_tensors(json& steps) const {
+    io::TensorMap out;
+    auto& state = optimizer->state();
+    for (size_t i = 0; i < all_params.size(); ++i) {
+      auto it = state.find(state_key(state, all_params[i]));
+      if (it == state.end()) continue;
+      const std::string k = "p" + std::to_string(i) + ".";
+      if (options.optimizer.kind == OptimizerKind::adamw) {
+        auto& s = static_cast<torch::optim::AdamWParamState&>(*it->second);
+        out[k + "exp_avg"] = s.exp_avg();
+        out[k + "exp_avg_sq"] = s.exp_avg_sq();
+        steps[std::to_string(i)] = s.step();
+      } else {
+        auto& s = static_cast<torch::optim::SGDParamState&>(*it->second);
+        out[k + "momentum_buffer"] = s.momentum_buffer();
+        steps[std::to_string(i)] = 0;
+      }
+    }
+    return out;
+  }
+
+  void load_optimizer(const io::TensorMap& t, const json& steps) {
+    auto& state = optimizer->state();
+    state.clear();
+    const auto device = model.device();
+    for (size_t i = 0; i < all_params.size(); ++i) {
+      const std::string si = std::to_string(i);
+      if (!steps.contains(si)) continue;
+      const std::string k = "p" + si + ".";
+      auto get = [&](const std::string& name) {
+        auto it = t.find(k + name);
+        if (it == t.end()) throw UserError("checkpoint: optimizer.safetensors lacks " + k + name);
+        return it->second.to(all_params[i].device()).clone();
+      };
+      (void)device;
+      if (options.optimizer.kind == OptimizerKind::adamw) {
+        auto s = std::make_unique<torch::optim::AdamWParamState>();
+        s->step(steps[si].get<int64_t>());
+        s->exp_avg(get("exp_avg"));
+        s->exp_avg_sq(get("exp_avg_sq"));
+        state[state_key(state, all_params[i])] = std::move(s);
+      } else {
+        auto s = std::make_unique<torch::optim::SGDParamState>();
+        s->momentum_buffer(get("momentum_buffer"));
+        state[state_key(state, all_params[i])] = std::move(s);
+      }
+    }
+  }
+
+  static std::vector<torch::Device> cuda_devices() {
+    std::vector<torch::Device> out;
+    if (torch::cuda::is_available())
+      for (int64_t i = 0; i < static_cast<int64_t>(torch::cuda::device_count()); ++i)
+        out.emplace_back(torch::kCUDA, static_cast<c10::DeviceIndex>(i));
+    return out;
+  }
+
+  io::TensorMap rng_tensors() const {
+    io::TensorMap out;
+    {
+      auto gen = at::globalContext().defaultGenerator(torch::kCPU);
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      out["rng.cpu"] = gen.get_state();
+    }
+    for (const auto& d : cuda_devices()) {
+      auto gen = at::globalContext().defaultGenerator(d);
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      out["rng.cuda" + std::to_string(d.index())] = gen.get_state();
+    }
+    return out;
+  }
+
+  void load_rng(const io::TensorMap& t) {
+    auto set = [&](const torch::Device& d, const std::string& key) {
+      auto it = t.find(key);
+      if (it == t.end()) return;
+      auto gen = at::globalContext().defaultGenerator(d);
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      gen.set_state(it->second.contiguous());
+    };
+    set(torch::kCPU, "rng.cpu");
+    for (const auto& d : cuda_devices()) set(d, "rng.cuda" + std::to_string(d.index()));
+  }
+
+  static json metrics_json(const StepMetrics& m) {
+    json j = json::object();
+    for (const auto& [k, v] : m) j[k] = v;
+    return j;
+  }
+  static StepMetrics metrics_from(const json& j) {
+    StepMetrics m;
+    for (auto it = j.begin(); it != j.end(); ++it) m[it.key()] = it.value().get<double>();
+    return m;
+  }
+
+  std::string save_checkpoint(bool final, const io::TensorMap* rng = nullptr) {
+    if (checkpoint_dir.empty()) return "";
+    const std::string temp = checkpoint::begin(checkpoint_dir, step);
+    io::write_safetensors(fs::join(temp, "model.safetensors"), model.state_dict_hf());
+    json opt_steps = json::object();
+    io::write_safetensors(fs::join(temp, "optimizer.safetensors"), optimizer_tensors(opt_steps));
+    io::TensorMap ext_tensors;
+    json ext_state = json::object();
+    for (const auto& e : extensions) {
+      io::TensorMap t;
+      json s = json::object();
+      e->save(t, s);
+      for (auto& [k, v] : t) ext_tensors[e->name() + "." + k] = v;
+      ext_state[e->name()] = s;
+    }
+    io::write_safetensors(fs::join(temp, "extensions.safetensors"), ext_tensors);
+    io::TensorMap trainer_tensors = rng ? *rng : rng_tensors();
+    trainer_tensors["window.loss"] = window_loss;
+    trainer_tensors["window.tokens"] = window_tokens;
+    io::write_safetensors(fs::join(temp, "trainer.safetensors"), trainer_tensors);
+    json j = {{"step", step},
+              {"total_steps", total},
+              {"final", final},
+              {"epoch", position.epoch},
+              {"batch", position.batch},
+              {"optimizer", options.optimizer.kind == OptimizerKind::adamw ? "adamw" : "sgd"},
+              {"optimizer_steps", opt_steps},
+              {"parameters", all_names},
+              {"lr", current_lr},
+              {"window_steps", window_steps},
+              {"best_step", best_step},
+              {"best_value", best_value},
+              {"best_metrics", metrics_json(best_metrics)},
+              {"last_eval", metrics_json(last_eval)},
+              {"last_eval_step", last_eval_step},
+              {"tokens_seen", tokens_seen},
+              {"train_loss", train_loss},
+              {"extensions", ext_state}};
+    fs::write_atomic(fs::join(temp, "trainer.json"), j.dump(2));
+    last_checkpoint = checkpoint::commit(checkpoint_dir, temp, step);
+    checkpoint::prune(checkpoint_dir, options.keep_last, best_step);
+    if (best_step >= 0) best_checkpoint = fs::join(checkpoint_dir, checkpoint::step_name(best_step));
+    if (!fs::exists(best_checkpoint)) best_checkpoint.clear();
+    return last_checkpoint;
+  }
+
+  // Restores everything save_checkpoint wrote; returns whether the checkpoint was final.
+  bool load_checkpoint(const std::string& path) {
+    const json j = json::parse(fs::read_file(fs::join(path, "trainer.json")));
+    if (j.at("parameters").get<std::vector<std::string>>() != all_names || j.at("total_steps").get<int64_t>() != total)
+      throw UserError("checkpoint " + path + " was written by a different training configuration (parameters or total steps "
+                      "differ); --resume needs the run's own recipe, or remove " + checkpoint_dir + " to start over");
+    const auto weights = io::load_weights(fs::join(path, "model.safetensors"));
+    {
+      torch::NoGradGuard no_grad;
+      model.load_state(weights, path + "/model.safetensors");
+    }
+    load_optimizer(io::load_safetensors(fs::join(path, "optimizer.safetensors")), j.at("optimizer_steps"));
+    const auto ext_tensors = io::load_safetensors(fs::join(path, "extensions.safetensors"));
+    for (const auto& e : extensions) {
+      io::TensorMap mine;
+      const std::string prefix = e->name() + ".";
+      for (const auto& [k, v] : ext_tensors)
+        if (k.rfind(prefix, 0) == 0) mine[k.substr(prefix.size())] = v;
+      e->load(mine, j.at("extensions").value(e->name(), json::object()));
+    }
+    const auto trainer_tensors = io::load_safetensors(fs::join(path, "trainer.safetensors"));
+    load_rng(trainer_tensors);
+    window_loss = trainer_tensors.at("window.loss").to(model.device()).clone();
+    window_tokens = trainer_tensors.at("window.tokens").to(model.device()).clone();
+    step = j.at("step").get<int64_t>();
+    position.epoch = j.at("epoch").get<int64_t>();
+    position.batch = j.at("batch").get<int64_t>();
+    current_lr = j.at("lr").get<double>();
+    window_steps = j.at("window_steps").get<int64_t>();
+    best_step = j.at("best_step").get<int64_t>();
+    best_value = j.at("best_value").get<double>();
+    best_metrics = metrics_from(j.at("best_metrics"));
+    last_eval = metrics_from(j.at("last_eval"));
+    last_eval_step = j.at("last_eval_step").get<int64_t>();
+    tokens_seen = j.at("tokens_seen").get<int64_t>();
+    train_loss = j.at("train_loss").get<double>();
+    last_checkpoint = path;
+    if (best_step >= 0) best_checkpoint = fs::join(checkpoint_dir, checkpoint::step_name(best_step));
+    if (!fs::exists(best_checkpoint)) best_checkpoint.clear();
+    return j.at("final").get<bool>();
+  }
+
+  // ---- logging ----------------------------------------------------------------------------
+
+  void log_window(Progress& progress, StepMetrics& ext_metrics, double elapsed) {
+    const double loss = window_steps > 0 ? window_loss.item<double>() / static_cast<double>(window_steps) : 0.0;
+    const int64_t tokens = window_tokens.item<int64_t>();
+    tokens_seen += tokens;
+    const double dt = std::max(1e-9, elapsed - window_start_s);
+    const double tps = static_cast<double>(tokens) / dt;
+    train_loss = loss;
+    tokens_per_s = tps;
+    json values = {{"loss", loss}, {"lr", current_lr}, {"grad_norm", window_grad_norm.defined() ? window_grad_norm.item<double>() : 0.0},
+                   {"tokens_per_s", tps}, {"epoch", position.epoch}, {"tokens", tokens_seen}};
+    const double per_step = dt / static_cast<double>(std::max<int64_t>(1, window_steps));
+    values["eta_s"] = per_step * static_cast<double>(total - step);
+    for (const auto& [k, v] : ext_metrics) values[k] = v;
+    if (callbacks.log) callbacks.log(values, step);
+    progress.update(step, "loss " + fmt(loss) + " lr " + fmt(current_lr, "%.3g"));
+    reset_window(elapsed);
+    ext_metrics.clear();
+  }
+
+  void reset_window(double now) {
+    const auto device = model.device();
+    window_loss = torch::zeros({}, torch::TensorOptions().dtype(torch::kDouble).device(device));
+    window_tokens = torch::zeros({}, torch::TensorOptions().dtype(torch::kLong).device(device));
+    window_steps = 0;
+    window_start_s = now;
+  }
+
+  // ---- the loop ---------------------------------------------------------------------------
+
+  TrainResult run(const CheckpointOptions& ck) {
+    checkpoint_dir = ck.dir;
+    TrainResult result;
+    const auto begin_time = std::chrono::steady_clock::now();
+    auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - begin_time).count(); };
+    reset_window(0);
+    first_bad_step = torch::full({}, -1, torch::TensorOptions().dtype(torch::kLong).device(model.device()));
+
+    bool finished = false;
+    if (ck.resume && !checkpoint_dir.empty()) {
+      const std::string latest = latest_checkpoint(checkpoint_dir);
+      if (!latest.empty()) {
+        finished = load_checkpoint(latest);
+        result.resumed_from = step;
+        log::info(options.label + ": resumed from " + latest + " (step " + std::to_string(step) + " of " + std::to_string(total) +
+                  (finished ? ", already finished" : "") + ")");
+      }
+    }
+    if (!finished)
+      log::info(options.label + ": " + std::to_string(total) + " optimiser steps of " + std::to_string(options.grad_accumulation) +
+                " micro-batch(es) on " + batches->describe() + "; training " + std::to_string(trainable.size()) +
+                " model tensors and " + std::to_string(all_params.size() - trainable.size()) + " extension tensors");
+
+    install_interrupt_handlers();
+    struct Restore {
+      ~Restore() { restore_interrupt_handlers(); }
+    } restore;
+    model.train();
+    Progress progress(options.label, total, "step");
+    StepMetrics ext_metrics;
+    while (!finished && step < total) {
+      window_loss += accumulate_gradients(ext_metrics);
+      optimizer_step(ext_metrics);
+      ++window_steps;
+      const bool last = step == total;
+      if (options.log_every > 0 && (step % options.log_every == 0 || last)) {
+        check_device_nonfinite();
+        log_window(progress, ext_metrics, elapsed());
+      }
+      if ((options.eval_every > 0 && step % options.eval_every == 0) || last) {
+        const auto m = evaluate();
+        if (!m.empty()) {
+          json values = metrics_json(m);
+          std::string line;
+          for (const auto& [k, v] : m) line += " " + k + " " + fmt(v);
+          log::info(options.label + " step " + std::to_string(step) + " eval:" + line);
+          json event = {{"eval", values}};
+          if (callbacks.log) callbacks.log(event, step);
+        }
+        model.train();
+      }
+      const bool interrupted = interrupt_requested() || (options.interrupt_after_steps > 0 && step == options.interrupt_after_steps && !last);
+      if (last || interrupted || (options.checkpoint_every > 0 && step % options.checkpoint_every == 0)) {
+        check_device_nonfinite();
+        save_checkpoint(last);
+      }
+      if (interrupted && !last) {
+        result.interrupted = true;
+        progress.finish("interrupted");
+        log::warn(options.label + ": interrupted at step " + std::to_string(step) + " of " + std::to_string(total) +
+                  "; checkpoint " + last_checkpoint);
+        break;
+      }
+    }
+    if (!result.interrupted) progress.finish();
+    if (window_steps > 0 && !result.interrupted) train_loss = window_loss.item<double>() / static_cast<double>(window_steps);
+    model.eval();
+    if (options.load_best_at_end && !result.interrupted && !best_checkpoint.empty() && best_step != step) {
+      torch::NoGradGuard no_grad;
+      model.load_state(io::load_weights(fs::join(best_checkpoint, "model.safetensors")), best_checkpoint);
+      log::info(options.label + ": loaded the best checkpoint (step " + std::to_string(best_step) + ", " + options.best_metric +
+                " " + fmt(best_value) + ")");
+    }
+    result.steps = step;
+    result.train_loss = train_loss;
+    result.final_metrics = last_eval;
+    result.best_metrics = best_metrics;
+    result.best_step = best_step;
+    result.last_checkpoint = last_checkpoint;
+    result.best_checkpoint = best_checkpoint;
+    result.tokens_per_s = tokens_per_s;
+    return result;
+  }
+
+  // ---- state ------------------------------------------------------------------------------
+
+  model::Model& model;
+  TrainOptions options;
+  std::shared_ptr<BatchSource> batches;
+  std::vector<std::shared_ptr<Extension>> extensions;
+  std::shared_ptr<Evaluator> evaluator;
+  Callbacks callbacks;
+  std::shared_ptr<GradientSync> sync;
+
+  int64_t total = 0;
+  std::vector<Group> groups;
+  std::vector<torch::Tensor> all_params;
+  std::vector<std::string> all_names, trainable;
+  std::unique_ptr<torch::optim::Optimizer> optimizer;
+
+  int64_t step = 0;
+  DataPosition position, step_start_position;
+  io::TensorMap step_start_rng;
+  double current_lr = 0;
+  std::string checkpoint_dir, last_checkpoint, best_checkpoint;
+
+  torch::Tensor window_loss, window_tokens, window_grad_norm, first_bad_step;
+  int64_t window_steps = 0;
+  double window_start_s = 0;
+  int64_t tokens_seen = 0;
+  double train_loss = 0, tokens_per_s = 0;
+
+  StepMetrics last_eval, best_metrics;
+  int64_t last_eval_step = -1, best_step = -1;
+  double best_value = 0;
+};
+
+Trainer::Trainer(model::Model& model, TrainOptions options, std::shared_ptr<BatchSource> batches,
+                 std::vector<std::shared_ptr<Extension>> extensions, std::shared_ptr<Evaluator> evaluator, Callbacks callbacks,
+                 std::shared_ptr<GradientSync> sync)
+    : impl_(std::make_unique<Impl>(model, std::move(options), std::move(batches), std::move(extensions), std::move(evaluator),
+                                   std::move(callbacks), std::move(sync))) {}
+
+Trainer::~Trainer() = default;
+
+TrainResult Trainer::run(const CheckpointOptions& checkpoints) { return impl_->run(checkpoints); }
+int64_t Trainer::total_steps() const { return impl_->total; }
+model::Gates Trainer::eval_gates(model::ForwardOptions* options) const { return impl_->eval_gates(options); }
+std::vector<std::string> Trainer::trainable_names() const { return impl_->trainable; }
+
+}  // namespace secateur::train
