@@ -16,21 +16,12 @@ class Activation : public Estimator {
  public:
   std::string name() const override { return "activation"; }
   bool needs_data() const override { return true; }
-  std::set<GroupKind> supported() const override {
-    return {GroupKind::head, GroupKind::kv_group, GroupKind::ffn_neuron, GroupKind::hidden_dim,
-            GroupKind::attn_block, GroupKind::mlp_block, GroupKind::layer};
-  }
+  std::set<GroupKind> supported() const override { return every_group_kind(); }
 
   Scores estimate(const Context& ctx) override {
     check_request(*this, ctx);
-    std::set<std::string> weights;
-    for (const model::Group& g : ctx.structure.groups)
-      if (ctx.kinds.count(g.kind))
-        for (const model::ParamSlice* s : unit_slices(ctx, g))
-          if (ctx.model.hf_parameter(s->hf_param_name).dim() == 2) weights.insert(s->hf_param_name);
-    ActivationStats stats(ctx.model, weights);
-    const model::Gates gates = leaf_gates(ctx, false);
-    stats.collect(ctx.model, ctx.batches, ctx.gates ? &gates : nullptr, "activation");
+    const UnitActivations seen = unit_activations(ctx, "activation");
+    const ActivationStats& stats = seen.stats;
     torch::NoGradGuard no_grad;
     auto value = [&](const std::string& name, int64_t) -> torch::Tensor {
       if (!stats.seen(name)) return {};
@@ -40,11 +31,7 @@ class Activation : public Estimator {
       return c.in_dim == 1 ? w * norm.unsqueeze(0) : w * norm.unsqueeze(1);
     };
     Scores scores = sum_over_units(ctx, value, [](double v) { return v; });
-    for (const std::string& w : weights)
-      if (stats.seen(w)) {
-        scores.channel_means[w] = stats.channel(w).mean.to(torch::kCPU);
-        scores.channel_in_dim[w] = stats.channel(w).in_dim;
-      }
+    seen.record_channel_means(scores);
     return scores;
   }
 };

@@ -78,4 +78,33 @@ torch::Tensor ActivationStats::variance(const std::string& weight) const {
   return c.count > 1 ? c.m2 / (c.count - 1) : torch::zeros_like(c.m2);
 }
 
+namespace {
+
+std::set<std::string> unit_projection_weights(const Context& ctx) {
+  std::set<std::string> weights;
+  for (const model::Group& g : ctx.structure.groups)
+    if (ctx.kinds.count(g.kind))
+      for (const model::ParamSlice* s : unit_slices(ctx, g))
+        if (ctx.model.hf_parameter(s->hf_param_name).dim() == 2) weights.insert(s->hf_param_name);
+  return weights;
+}
+
+}  // namespace
+
+UnitActivations unit_activations(const Context& ctx, const std::string& label) {
+  std::set<std::string> weights = unit_projection_weights(ctx);
+  UnitActivations out{weights, ActivationStats(ctx.model, weights)};
+  const model::Gates gates = leaf_gates(ctx, false);
+  out.stats.collect(ctx.model, ctx.batches, ctx.gates ? &gates : nullptr, label);
+  return out;
+}
+
+void UnitActivations::record_channel_means(Scores& scores) const {
+  for (const std::string& w : weights)
+    if (stats.seen(w)) {
+      scores.channel_means[w] = stats.channel(w).mean.to(torch::kCPU);
+      scores.channel_in_dim[w] = stats.channel(w).in_dim;
+    }
+}
+
 }  // namespace secateur::importance

@@ -48,4 +48,17 @@ class ActivationStats : public model::Tap {
   torch::Tensor token_mask_;  // [B, T] bool for the batch being run; undefined = all tokens
 };
 
+struct Context;
+struct Scores;
+
+// What activation and fluctuation share: the 2-D projection weights the requested groups' units
+// have slices of, their statistics from one pass over ctx.batches (through ctx.gates), and the
+// channel means FLAP's bias compensation folds in, copied into `scores`.
+struct UnitActivations {
+  std::set<std::string> weights;
+  ActivationStats stats;
+  void record_channel_means(Scores& scores) const;
+};
+UnitActivations unit_activations(const Context& ctx, const std::string& label);
+
 }  // namespace secateur::importance

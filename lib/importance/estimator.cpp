@@ -11,7 +11,7 @@
 namespace secateur::importance {
 
 std::vector<std::string> estimator_names() {
-  return {"magnitude", "head_gradient", "taylor", "activation", "fluctuation", "block_influence"};
+  return {"magnitude", "head_gradient", "taylor", "activation", "fluctuation", "block_influence", "projection"};
 }
 
 namespace {
@@ -55,6 +55,7 @@ std::unique_ptr<Estimator> make_plain(const EstimatorOptions& o) {
   }
   if (o.name == "activation") return make_activation(o);
   if (o.name == "fluctuation") return make_fluctuation(o);
+  if (o.name == "projection") return make_projection(o);
   if (o.name == "block_influence") {
     if (o.metric != "bi" && o.metric != "angular") throw bad("metric", o.metric, "bi or angular");
     if (o.run_length < 1) throw bad("run_length", std::to_string(o.run_length), "an integer ≥ 1");
@@ -69,6 +70,11 @@ std::unique_ptr<Estimator> make_plain(const EstimatorOptions& o) {
 
 std::unique_ptr<Estimator> make_estimator(const EstimatorOptions& o) {
   return std::make_unique<PostProcessed>(make_plain(o), o);
+}
+
+std::set<GroupKind> every_group_kind() {
+  return {GroupKind::head, GroupKind::kv_group, GroupKind::ffn_neuron, GroupKind::hidden_dim,
+          GroupKind::attn_block, GroupKind::mlp_block, GroupKind::layer};
 }
 
 int64_t heads_per_group(const model::ModelConfig& c, int64_t layer) {

@@ -9,6 +9,7 @@
 //   fluctuation      Σ_{k∈g} Var[X_k]·‖W_{:,k}‖₂² over the group's output-projection inputs (FLAP)
 //   block_influence  1 − E[cos(h_in, h_out)] per layer or block (ShortGPT), or the angular
 //                    distance arccos(cos)/π between layers l and l+n (Gromov et al. 2024)
+//   projection       ‖h_n W_n^O‖₁ per head, mean |activation| per FFN neuron (AMP, Mugnaini et al. 2025)
 #include <functional>
 #include <memory>
 #include <set>
@@ -31,6 +32,7 @@ struct EstimatorOptions {
   bool standardize = false;         // standardise each layer's scores (FLAP)
   std::string metric = "bi";        // block_influence: bi (1 − cos, all tokens) | angular
   int64_t run_length = 1;           // block_influence angular: n, the layers removed as one run
+  bool per_example = false;         // head_gradient: one backward per example instead of per batch
 };
 
 struct Context {
@@ -62,6 +64,9 @@ std::unique_ptr<Estimator> make_estimator(const EstimatorOptions& options);
 std::vector<std::string> estimator_names();
 
 // ---- shared machinery (used by the estimator files and their tests) ----------------------------
+
+// Every group kind: what estimators that score any gate or slice support.
+std::set<GroupKind> every_group_kind();
 
 // The slices a scored unit covers: the group's own, plus (kv_units, kv_group) its query heads'.
 std::vector<const model::ParamSlice*> unit_slices(const Context& ctx, const model::Group& group);

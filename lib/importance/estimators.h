@@ -12,5 +12,6 @@ std::unique_ptr<Estimator> make_taylor(const EstimatorOptions& options);
 std::unique_ptr<Estimator> make_activation(const EstimatorOptions& options);
 std::unique_ptr<Estimator> make_fluctuation(const EstimatorOptions& options);
 std::unique_ptr<Estimator> make_block_influence(const EstimatorOptions& options);
+std::unique_ptr<Estimator> make_projection(const EstimatorOptions& options);
 
 }  // namespace secateur::importance

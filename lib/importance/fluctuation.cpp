@@ -21,14 +21,8 @@ class Fluctuation : public Estimator {
 
   Scores estimate(const Context& ctx) override {
     check_request(*this, ctx);
-    std::set<std::string> weights;
-    for (const model::Group& g : ctx.structure.groups)
-      if (ctx.kinds.count(g.kind))
-        for (const model::ParamSlice* s : unit_slices(ctx, g))
-          if (ctx.model.hf_parameter(s->hf_param_name).dim() == 2) weights.insert(s->hf_param_name);
-    ActivationStats stats(ctx.model, weights);
-    const model::Gates gates = leaf_gates(ctx, false);
-    stats.collect(ctx.model, ctx.batches, ctx.gates ? &gates : nullptr, "fluctuation");
+    const UnitActivations seen = unit_activations(ctx, "fluctuation");
+    const ActivationStats& stats = seen.stats;
     torch::NoGradGuard no_grad;
     // Only slices along a projection's input dim are channels; q/k/v/up rows are not.
     auto value = [&](const std::string& name, int64_t dim) -> torch::Tensor {
@@ -38,11 +32,7 @@ class Fluctuation : public Estimator {
       return dim == 1 ? w.pow(2) * var.unsqueeze(0) : w.pow(2) * var.unsqueeze(1);
     };
     Scores scores = sum_over_units(ctx, value, [](double v) { return v; });
-    for (const std::string& w : weights)
-      if (stats.seen(w)) {
-        scores.channel_means[w] = stats.channel(w).mean.to(torch::kCPU);
-        scores.channel_in_dim[w] = stats.channel(w).in_dim;
-      }
+    seen.record_channel_means(scores);
     return scores;
   }
 };

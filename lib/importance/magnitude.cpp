@@ -14,10 +14,7 @@ class Magnitude : public Estimator {
 
   std::string name() const override { return "magnitude"; }
   bool needs_data() const override { return false; }
-  std::set<GroupKind> supported() const override {
-    return {GroupKind::head, GroupKind::kv_group, GroupKind::ffn_neuron, GroupKind::hidden_dim,
-            GroupKind::attn_block, GroupKind::mlp_block, GroupKind::layer};
-  }
+  std::set<GroupKind> supported() const override { return every_group_kind(); }
 
   Scores estimate(const Context& ctx) override {
     check_request(*this, ctx);

@@ -21,10 +21,7 @@ class Taylor : public Estimator {
 
   std::string name() const override { return "taylor"; }
   bool needs_data() const override { return true; }
-  std::set<GroupKind> supported() const override {
-    return {GroupKind::head, GroupKind::kv_group, GroupKind::ffn_neuron, GroupKind::hidden_dim,
-            GroupKind::attn_block, GroupKind::mlp_block, GroupKind::layer};
-  }
+  std::set<GroupKind> supported() const override { return every_group_kind(); }
 
   Scores estimate(const Context& ctx) override {
     check_request(*this, ctx);

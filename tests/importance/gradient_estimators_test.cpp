@@ -86,7 +86,9 @@ TEST(HeadGradient, EqualsTheExpectedAbsoluteFiniteDifferenceOfTheLoss) {
   auto m = load("gpt2", torch::kDouble);
   const data::Batch batch = reference_batch("gpt2");
   const std::set<GroupKind> kinds{GroupKind::head, GroupKind::ffn_neuron, GroupKind::mlp_block, GroupKind::layer};
-  const Scores s = testing::run("head_gradient", *m, {batch}, kinds);
+  EstimatorOptions per_example;
+  per_example.per_example = true;
+  const Scores s = testing::run("head_gradient", *m, {batch}, kinds, per_example);
   const double eps = 1e-2;
   struct Probe {
     GroupKind kind;
@@ -104,6 +106,20 @@ TEST(HeadGradient, EqualsTheExpectedAbsoluteFiniteDifferenceOfTheLoss) {
     const double got = s.of(p.kind, p.layer)[p.index].item<double>();
     EXPECT_NEAR(got, expected, 1e-3 * expected + 1e-4) << model::to_string(p.kind) << " " << p.layer << " " << p.index;
     EXPECT_GT(got, 0.0);
+  }
+}
+
+TEST(HeadGradient, DefaultIsOneBackwardPerBatch) {
+  // Michel et al.'s released code: |∂L_batch/∂ξ| accumulated per batch, L_batch the batch's mean loss.
+  auto m = load("gpt2", torch::kDouble);
+  const data::Batch batch = reference_batch("gpt2");
+  const Scores s = testing::run("head_gradient", *m, {batch, batch}, {GroupKind::head});
+  const double eps = 1e-2;
+  for (int64_t h : {0, 3}) {
+    const double up = loss_with_gate(*m, batch, GroupKind::head, 1, h, 1 + eps);
+    const double down = loss_with_gate(*m, batch, GroupKind::head, 1, h, 1 - eps);
+    const double expected = std::fabs((up - down) / (2 * eps));  // the same batch twice: the mean is one
+    EXPECT_NEAR(s.of(GroupKind::head, 1)[h].item<double>(), expected, 1e-3 * expected + 1e-4) << h;
   }
 }
 
