@@ -36,18 +36,23 @@ std::string cell(const std::string& key, const json& values) {
 }
 
 const std::map<std::string, std::string> kHeaders = {
-    {"params", "params"}, {"flops_per_token", "FLOPs/token"}, {"sparsity", "sparsity"}, {"accuracy", "accuracy"},
+    {"params", "params"}, {"flops_per_token", "FLOPs/token"}, {"sparsity", "sparsity (non-embedding)"}, {"accuracy", "accuracy"},
     {"macro_f1", "macro-F1"}, {"perplexity", "perplexity"}, {"loss", "loss"}, {"tokens_per_s", "tokens/s"},
     {"speedup", "speedup vs dense"}};
 
 // Fills sparsity and speedup from the first (dense) row where the stage did not record them.
+// Sparsity has one definition everywhere, the prune stage's: the fraction of the dense model's
+// NON-EMBEDDING parameters removed, 1 - params_non_embedding / dense params_non_embedding
+// (embeddings and the LM head are never pruned, so counting them would understate sparsity by
+// an amount that depends on the vocabulary). A row without params_non_embedding gets none.
 void derive(std::vector<Row>& rows) {
-  double dense_params = 0, dense_speed = 0;
+  double dense_non_embedding = 0, dense_speed = 0;
   for (auto& r : rows) {
-    if (has_number(r.values, "params") && dense_params == 0) dense_params = r.values["params"].get<double>();
+    if (has_number(r.values, "params_non_embedding") && dense_non_embedding == 0)
+      dense_non_embedding = r.values["params_non_embedding"].get<double>();
     if (has_number(r.values, "tokens_per_s") && dense_speed == 0) dense_speed = r.values["tokens_per_s"].get<double>();
-    if (!has_number(r.values, "sparsity") && has_number(r.values, "params") && dense_params > 0)
-      r.values["sparsity"] = 1.0 - r.values["params"].get<double>() / dense_params;
+    if (!has_number(r.values, "sparsity") && has_number(r.values, "params_non_embedding") && dense_non_embedding > 0)
+      r.values["sparsity"] = 1.0 - r.values["params_non_embedding"].get<double>() / dense_non_embedding;
     if (has_number(r.values, "tokens_per_s") && dense_speed > 0)
       r.values["speedup"] = r.values["tokens_per_s"].get<double>() / dense_speed;
   }
@@ -147,7 +152,7 @@ std::string metric_chart(const std::vector<Row>& rows) {
     if (!s.points.empty()) series.push_back(s);
   }
   if (series.empty()) return "";
-  return svg::line_chart("metric vs sparsity", "sparsity (fraction of dense parameters removed)", "metric", series);
+  return svg::line_chart("metric vs sparsity", "sparsity (fraction of dense non-embedding parameters removed)", "metric", series);
 }
 
 std::string layer_heatmap(const std::vector<Row>& rows) {

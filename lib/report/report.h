@@ -5,7 +5,9 @@
 //   report.html  one self-contained file (inline SVG, no scripts, no network): metric vs
 //                sparsity, a per-layer heatmap of kept heads and FFN width, training curves.
 // Conventions stages follow when they record results (all optional):
-//   params, flops_per_token, sparsity (fraction of the dense parameters removed),
+//   params, params_non_embedding, flops_per_token, sparsity (fraction of the dense model's
+//   non-embedding parameters removed, as the prune stage records it; derived from
+//   params_non_embedding against the first row that has it when a stage records none),
 //   accuracy, macro_f1, perplexity, loss (metrics), tokens_per_s (measured throughput),
 //   per_layer: [{heads, kv_heads, ffn}].
 // Torch-free.

@@ -8,7 +8,8 @@ using json = nlohmann::json;
 
 namespace {
 
-// A run as the stages record it: dense eval, prune, eval after pruning.
+// A run as the stages record it: dense eval, prune, eval after pruning. 400K of the 1M dense
+// parameters are embeddings (never pruned); `sparsity` is of the other 600K, as prune records it.
 json pruning_run(const std::string& name, double sparsity, double accuracy, double speed) {
   json dense_layers = json::array({{{"heads", 12}, {"kv_heads", 12}, {"ffn", 3072}}, {{"heads", 12}, {"kv_heads", 12}, {"ffn", 3072}}});
   json pruned_layers = json::array({{{"heads", 6}, {"kv_heads", 6}, {"ffn", 1536}}, {{"heads", 3}, {"kv_heads", 3}, {"ffn", 768}}});
@@ -18,9 +19,9 @@ json pruning_run(const std::string& name, double sparsity, double accuracy, doub
           {"recipe_hash", "0123456789abcdef"},
           {"seed", 0},
           {"stages",
-           json::array({{{"kind", "eval"}, {"results", {{"params", 1000000}, {"accuracy", 0.9}, {"tokens_per_s", 100.0}, {"per_layer", dense_layers}}}},
-                        {{"kind", "prune"}, {"results", {{"params", 1000000 * (1 - sparsity)}, {"per_layer", pruned_layers}}}},
-                        {{"kind", "eval"}, {"results", {{"params", 1000000 * (1 - sparsity)}, {"accuracy", accuracy}, {"tokens_per_s", speed}}}},
+           json::array({{{"kind", "eval"}, {"results", {{"params", 1000000}, {"params_non_embedding", 600000}, {"accuracy", 0.9}, {"tokens_per_s", 100.0}, {"per_layer", dense_layers}}}},
+                        {{"kind", "prune"}, {"results", {{"sparsity", sparsity}, {"per_layer", pruned_layers}}}},
+                        {{"kind", "eval"}, {"results", {{"params", 1000000 - 600000 * sparsity}, {"params_non_embedding", 600000 * (1 - sparsity)}, {"accuracy", accuracy}, {"tokens_per_s", speed}}}},
                         {{"kind", "export"}, {"results", {{"export_dir", "x"}}}}})}};
 }
 
@@ -28,9 +29,9 @@ json pruning_run(const std::string& name, double sparsity, double accuracy, doub
 
 TEST(Report, MarkdownTableDerivesSparsityAndSpeedup) {
   std::string md = report::markdown(pruning_run("r", 0.5, 0.85, 185.0));
-  EXPECT_NE(md.find("| stage | params | FLOPs/token | sparsity | accuracy | tokens/s | speedup vs dense |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| stage | params | FLOPs/token | sparsity (non-embedding) | accuracy | tokens/s | speedup vs dense |"), std::string::npos) << md;
   EXPECT_NE(md.find("| 1. eval | 1.00M | — | 0.0% | 0.9000 | 100 | 1.00× |"), std::string::npos) << md;
-  EXPECT_NE(md.find("| 3. eval | 500K | — | 50.0% | 0.8500 | 185 | 1.85× |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| 3. eval | 700K | — | 50.0% | 0.8500 | 185 | 1.85× |"), std::string::npos) << md;
   EXPECT_EQ(md.find("4. export"), std::string::npos);  // no metric, no shape: no row
   EXPECT_NE(md.find("| 1 | 3 | 3 | 768 |"), std::string::npos) << md;  // last recorded per-layer shape
 }
@@ -58,7 +59,22 @@ TEST(Report, MergedTableSortsBySparsityAndFlagsFailedRuns) {
   EXPECT_LT(pb, pc);
   EXPECT_LT(pc, pa);
   EXPECT_NE(md.find("| run-c | 3. eval (run failed) |"), std::string::npos) << md;
-  EXPECT_NE(md.find("| run-a | 3. eval | 300K | — | 70.0% | 0.6000 | 300 | 3.00× |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| run-a | 3. eval | 580K | — | 70.0% | 0.6000 | 300 | 3.00× |"), std::string::npos) << md;
+}
+
+// One definition of sparsity: what an eval row derives from its parameter counts equals what the
+// prune stage recorded (non-embedding parameters removed), not the share of all parameters
+// (which would be 30% here); a row with only a total count gets no sparsity rather than another one.
+TEST(Report, DerivedSparsityIsThePruneStagesNonEmbeddingSparsity) {
+  std::string md = report::markdown(pruning_run("r", 0.5, 0.85, 185.0));
+  EXPECT_NE(md.find("| 2. prune | — | — | 50.0% |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| 3. eval | 700K | — | 50.0% |"), std::string::npos) << md;
+  json total_only = pruning_run("t", 0.5, 0.85, 185.0);
+  for (auto& s : total_only["stages"]) s["results"].erase("params_non_embedding");
+  total_only["stages"][1]["results"].erase("sparsity");
+  std::string md2 = report::markdown(total_only);
+  EXPECT_NE(md2.find("| 3. eval | 700K | — | — |"), std::string::npos) << md2;
+  EXPECT_NE(report::html(pruning_run("r", 0.5, 0.85, 185.0), {}).find("<th>sparsity (non-embedding)</th>"), std::string::npos);
 }
 
 TEST(Svg, ChartsScaleToTheDataAndEscapeText) {
