@@ -2,10 +2,12 @@
 // `tokenizers` itself produced for the same files (tools/make_tokenizer_fixtures.py).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "data/tokenizer.h"
+#include "util/fs.h"
 
 using nlohmann::json;
 using secateur::data::load_tokenizer;
@@ -84,11 +86,28 @@ TEST_P(HfFixture, EncodesPairsAsHfDoes) {
 
 TEST_P(HfFixture, VocabSizeMatches) { EXPECT_EQ(tok_->vocab_size(), expected_["vocab_size"].get<int64_t>()); }
 
-INSTANTIATE_TEST_SUITE_P(Tokenizers, HfFixture,
-                         ::testing::Values("bert_wordpiece", "wordpiece_misc", "wordlevel_whitespace",
-                                           "gpt2_bytelevel", "llama3_bpe", "qwen2_bpe", "llama2_metaspace",
-                                           "llama2_legacy", "metaspace_t5"),
+// Every fixture directory tools/make_tokenizer_fixtures.py wrote (tokenizer.json + expected.json)
+// is tested, so a new one (e.g. roberta_bytelevel, made on a machine with `tokenizers`) needs no
+// edit here.
+std::vector<std::string> fixture_names() {
+  std::vector<std::string> names;
+  for (const auto& name : secateur::fs::list_directory(kDir))
+    if (secateur::fs::is_regular_file(kDir + name + "/tokenizer.json") && secateur::fs::is_regular_file(kDir + name + "/expected.json"))
+      names.push_back(name);
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+INSTANTIATE_TEST_SUITE_P(Tokenizers, HfFixture, ::testing::ValuesIn(fixture_names()),
                          [](const auto& info) { return info.param; });
+
+// Discovery must not silently shrink the suite: the fixtures committed so far are all found.
+TEST(HfFixtures, DiscoveryFindsEveryCommittedFixture) {
+  const auto found = fixture_names();
+  for (const char* name : {"bert_wordpiece", "wordpiece_misc", "wordlevel_whitespace", "gpt2_bytelevel", "llama3_bpe",
+                           "qwen2_bpe", "llama2_metaspace", "llama2_legacy", "metaspace_t5"})
+    EXPECT_NE(std::find(found.begin(), found.end(), name), found.end()) << name << " not found in " << kDir;
+}
 
 TEST(HfFixtures, ByteLevelRoundTripsEveryText) {
   // Byte-level BPE loses nothing: every fixture text, control characters and all, comes back
