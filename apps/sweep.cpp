@@ -2,7 +2,6 @@
 #include <boost/program_options.hpp>
 
 #include <cstdio>
-#include <cstdlib>
 #include <unistd.h>
 
 #include "apps/commands.h"
@@ -63,11 +62,11 @@ int sweep(const std::vector<std::string>& args) {
     std::printf("wrote %s\nsubmit it with: sbatch %s\n", script.c_str(), run::shell_quote(script).c_str());
     return 0;
   }
-  const std::string cmd = "sbatch " + run::shell_quote(script);
-  std::printf("%s\n", cmd.c_str());
+  std::printf("wrote %s\n", script.c_str());
   std::fflush(stdout);
-  int rc = std::system(cmd.c_str());
-  if (rc != 0) throw UserError("sbatch failed (exit " + std::to_string(rc) + "): is SLURM installed and running here?");
+  const std::string job = run::submit_slurm(sweep, script);
+  std::printf("submitted job array %s (%zu tasks)\nwatch: squeue -j %s\ntable when done: secateur report %s\n", job.c_str(),
+              sweep.points.size(), job.c_str(), run::shell_quote(sweep.dir).c_str());
   return 0;
 }
 

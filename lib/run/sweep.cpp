@@ -1,5 +1,7 @@
 #include "run/sweep.h"
 
+#include <sys/wait.h>
+
 #include <cstdio>
 
 #include "recipe/diagnostics.h"
@@ -194,6 +196,33 @@ std::string write_slurm(const SweepOptions& o, const Sweep& sweep, const recipe:
   const std::string path = fs::join(sweep.dir, "sweep.sbatch");
   fs::write_atomic(path, slurm_script(o, sweep, slurm));
   return path;
+}
+
+namespace {
+std::string trim(const std::string& s) {
+  const size_t b = s.find_first_not_of(" \t\r\n");
+  return b == std::string::npos ? "" : s.substr(b, s.find_last_not_of(" \t\r\n") - b + 1);
+}
+}  // namespace
+
+std::string submit_slurm(const Sweep& sweep, const std::string& script) {
+  const std::string command = "sbatch --parsable " + shell_quote(script);
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (!pipe) throw UserError("cannot run '" + command + "'");
+  std::string out;
+  char buf[256];
+  while (size_t n = std::fread(buf, 1, sizeof buf, pipe)) out.append(buf, n);
+  const int status = ::pclose(pipe);
+  if (status != 0)
+    throw UserError("'" + command + "' failed (" + (WIFEXITED(status) && WEXITSTATUS(status) == 127 ? std::string("sbatch not found")
+                                                     : "exit status " + std::to_string(WEXITSTATUS(status))) +
+                    "): is SLURM installed here and SLURM_CONF pointing at a running cluster?");
+  // --parsable prints "jobid" or "jobid;cluster".
+  const std::string id = trim(out.substr(0, out.find(';')));
+  if (id.empty() || id.find_first_not_of("0123456789") != std::string::npos)
+    throw UserError("'" + command + "' printed '" + trim(out) + "', not a job id");
+  fs::append_line(fs::join(sweep.dir, "slurm_jobs.txt"), id);
+  return id;
 }
 
 }  // namespace secateur::run

@@ -62,6 +62,10 @@ int run_local(const SweepOptions& options, const Sweep& sweep, const recipe::Reg
 std::string slurm_script(const SweepOptions& options, const Sweep& sweep, const recipe::Value& slurm);
 // Writes commands.txt and sweep.sbatch into the sweep directory; returns the script's path.
 std::string write_slurm(const SweepOptions& options, const Sweep& sweep, const recipe::Value& slurm);
+// Runs `sbatch --parsable SCRIPT` (from the current directory, which becomes the jobs' working
+// directory), appends the job id to <sweep>/slurm_jobs.txt and returns it. Throws UserError when
+// sbatch is missing or refuses the script (its own message is on stderr).
+std::string submit_slurm(const Sweep& sweep, const std::string& script);
 
 std::string shell_quote(const std::string& word);
 
