@@ -23,6 +23,12 @@ struct RunState {
   RunDir& dir;
   std::string device = "cpu";
   uint64_t seed = 0;
+  // --resume: every stage runs again (stages are deterministic from the recipe seed); training
+  // stages continue from their checkpoints instead of starting over.
+  bool resume = false;
+  // Set by a stage stopped by SIGINT/SIGTERM after saving a checkpoint: the runner stops after
+  // it and marks the run interrupted (not failed), so that `secateur run --resume` continues it.
+  bool interrupted = false;
 
   // The stage now running (1-based index, for "[2/6] prune" labels).
   int stage_index = 0;

@@ -84,6 +84,7 @@ std::string execute(const recipe::Recipe& recipe, const recipe::Registry& regist
   RunState state(recipe, dir);
   state.device = device;
   state.seed = seed;
+  state.resume = options.resume;
   const auto& stages = recipe.tree.at("stages").items();
   state.stage_count = static_cast<int>(stages.size());
   state.report = {{"name", recipe.name()},
@@ -124,10 +125,19 @@ std::string execute(const recipe::Recipe& recipe, const recipe::Registry& regist
       dir.write_report(state.report);
       throw;
     }
-    stage_report["status"] = "done";
+    stage_report["status"] = state.interrupted ? "interrupted" : "done";
     stage_report["wall_s"] = dir.elapsed_seconds() - begin;
-    dir.log_event({{"stage", entry.key}, {"stage_index", i + 1}, {"event", "end"}, {"wall_s", stage_report["wall_s"]}});
+    dir.log_event({{"stage", entry.key}, {"stage_index", i + 1}, {"event", state.interrupted ? "interrupted" : "end"},
+                   {"wall_s", stage_report["wall_s"]}});
     dir.write_report(state.report);
+    if (state.interrupted) {
+      state.report["status"] = "interrupted";
+      state.report["resume"] = "secateur run --resume " + dir.path();
+      state.report["finished"] = RunDir::utc_timestamp(false);
+      dir.write_report(state.report);
+      log::warn("interrupted in " + state.stage_label() + "; resume with: secateur run --resume " + dir.path());
+      return dir.path();
+    }
   }
   state.report["status"] = "completed";
   state.report["finished"] = RunDir::utc_timestamp(false);

@@ -15,6 +15,7 @@ const recipe::Registry& registry() {
     register_export(r);
     register_prune(r);
     register_eval(r);
+    register_train(r);
     return r;
   }();
   return instance;

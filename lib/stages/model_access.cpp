@@ -2,10 +2,67 @@
 
 #include "model/prunable.h"
 #include "util/error.h"
+#include "util/fs.h"
+
+#include <map>
 #include "util/log.h"
 #include "util/strings.h"
 
 namespace secateur::stages {
+
+namespace {
+
+// model.init: random — the architecture of path/config.json (or a config file) with HF's
+// initialisation from torch's generator, which the runner seeded from the recipe seed.
+std::shared_ptr<model::Model> random_model(const std::string& path, const model::LoadOptions& options) {
+  const std::string file = fs::is_directory(path) ? fs::join(path, "config.json") : path;
+  if (!fs::is_regular_file(file))
+    throw UserError("model.init is random but " + file + " does not exist: model.path must be a directory holding config.json");
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(fs::read_file(file));
+  } catch (const nlohmann::json::exception& e) {
+    throw UserError(file + ": not valid JSON (" + e.what() + ")");
+  }
+  const auto config = model::ModelConfig::from_json(j, file);
+  auto dtype = options.dtype.value_or(torch::kFloat);
+  auto m = model::build_model(config, torch::TensorOptions().dtype(dtype).device(torch::Device(options.device)));
+  log::info("model " + path + ": random initialisation (model.init: random)");
+  return m;
+}
+
+// HF class names of each family's heads.
+std::string architecture_for(const std::string& model_type, const std::string& task) {
+  static const std::map<std::string, std::string> prefix = {{"bert", "Bert"},   {"roberta", "Roberta"}, {"gpt2", "GPT2"},
+                                                            {"llama", "Llama"}, {"mistral", "Mistral"}, {"qwen2", "Qwen2"}};
+  auto it = prefix.find(model_type);
+  if (it == prefix.end()) throw UserError("model.head: no " + task + " head for model_type '" + model_type + "'");
+  if (task == "sequence_classification") return it->second + "ForSequenceClassification";
+  if (task == "masked_lm") return it->second + "ForMaskedLM";
+  if (task == "causal_lm") return model_type == "gpt2" ? "GPT2LMHeadModel" : it->second + "ForCausalLM";
+  return it->second + "Model";
+}
+
+// model.head: the backbone of `m` under a new output head (HF initialisation, from the recipe
+// seed): a pretrained masked LM becomes a classifier to fine-tune, as from_pretrained does with
+// a checkpoint of another head (the backbone prefix maps across, see Model::load_state).
+std::shared_ptr<model::Model> replace_head(const model::Model& m, const recipe::Value& head, const std::string& path) {
+  const std::string task = head.get_string("task", "sequence_classification");
+  nlohmann::json j = m.config().to_json();
+  j["architectures"] = nlohmann::json::array({architecture_for(m.config().model_type, task)});
+  j.erase("id2label");
+  j.erase("label2id");
+  j["num_labels"] = head.get_int("num_labels", 2);
+  const auto config = model::ModelConfig::from_json(j, path + " (model.head)");
+  auto fresh = model::build_model(config, torch::TensorOptions().dtype(m.dtype()).device(m.device()));
+  torch::NoGradGuard no_grad;
+  const auto report = fresh->load_state(m.state_dict_hf(), path);
+  log::info("model.head: " + config.architecture + " on the backbone of " + path + "; newly initialised: " +
+            strings::join(report.missing, ", "));
+  return fresh;
+}
+
+}  // namespace
 
 model::Model& ensure_model(run::RunState& state) {
   if (state.model) return *state.model;
@@ -15,7 +72,13 @@ model::Model& ensure_model(run::RunState& state) {
   options.device = state.device;
   options.dtype = model::parse_dtype(section->get_string("dtype", "float32"));
   const std::string path = section->at("path").text();
-  state.model = model::load_model(path, options);
+  if (section->get_string("init", "weights") == "random") {
+    state.model = random_model(path, options);
+  } else {
+    state.model = model::load_model(path, options);
+  }
+  if (const recipe::Value* head = section->find("head"); head && head->is_map())
+    state.model = replace_head(*state.model, *head, path);
   const auto& config = state.model->config();
   const std::string family = section->get_string("family", "");
   if (!family.empty() && family != config.model_type)

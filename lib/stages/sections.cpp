@@ -73,7 +73,19 @@ void register_sections(recipe::Registry& registry) {
                            "Weight dtype after loading.", "float32")
                    ->field("task_head",
                            Schema::enumeration({"base", "masked_lm", "causal_lm", "sequence_classification"}),
-                           "Output head; from config.json's architectures when absent.");
+                           "Output head; from config.json's architectures when absent.")
+                   ->field("init", Schema::enumeration({"weights", "random"}),
+                           "weights = load the weights in path; random = build the architecture path/config.json "
+                           "describes with HF's initialisation (normal(0, initializer_range), seeded by the recipe "
+                           "seed) and no weights: pretraining from scratch.",
+                           "weights")
+                   ->field("head",
+                           Schema::structure()
+                               ->field("task", Schema::enumeration({"base", "masked_lm", "causal_lm", "sequence_classification"}),
+                                       "The new head.", "sequence_classification")
+                               ->field("num_labels", Schema::integer()->min(1), "Classes of a sequence-classification head.", "2"),
+                           "Replace the output head: keep the backbone's weights, add a newly initialised head (e.g. "
+                           "fine-tune a pretrained masked LM as a classifier). task_head then names the new head.");
   registry.add_section({"model", "The model to prune: where it is and how to load it.", model, false});
   register_data_section(registry);
 }

@@ -8,5 +8,6 @@ void register_inspect(recipe::Registry& registry);
 void register_export(recipe::Registry& registry);
 void register_prune(recipe::Registry& registry);
 void register_eval(recipe::Registry& registry);
+void register_train(recipe::Registry& registry);
 
 }  // namespace secateur::stages

@@ -651,7 +651,10 @@ struct Trainer::Impl {
         break;
       }
     }
-    if (!result.interrupted) progress.finish();
+    if (!result.interrupted) {
+      progress.update(step, "loss " + fmt(train_loss));
+      progress.finish();
+    }
     if (window_steps > 0 && !result.interrupted) train_loss = window_loss.item<double>() / static_cast<double>(window_steps);
     model.eval();
     if (options.load_best_at_end && !result.interrupted && !best_checkpoint.empty() && best_step != step) {
