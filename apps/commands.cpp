@@ -4,6 +4,7 @@
 
 #include <cstdio>
 
+#include "dist/launch.h"
 #include "recipe/recipe.h"
 #include "run/runner.h"
 #include "run/runtime.h"
@@ -137,6 +138,8 @@ int run(const std::vector<std::string>& args, const std::string& command_line) {
   const auto& registry = stages::registry();
   auto recipe = recipe::load_recipe(recipe_path, overrides, *registry.recipe_schema());
   if (opts.resume) log::info("resuming " + opts.out + ": stages with checkpoints continue from them, others run again");
+  // One process of a data-parallel job (torchrun / srun): join the group before any stage runs.
+  const auto dist_session = dist::join_for_run(recipe, opts);
   run::execute(recipe, registry, opts);
   return 0;
 }

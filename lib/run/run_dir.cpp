@@ -31,6 +31,12 @@ std::string RunDir::default_path(const std::string& runs_root, const std::string
 
 RunDir::RunDir(std::string path, RunDirOptions options)
     : path_(std::move(path)), lock_path_(path_ + "/.lock"), start_(std::chrono::steady_clock::now()) {
+  if (options.rank != 0) {
+    scratch_ = fs::join(fs::temp_directory(), "secateur-rank" + std::to_string(options.rank) + "-" + std::to_string(::getpid()));
+    fs::remove_all(scratch_);
+    fs::create_directories(scratch_);
+    return;
+  }
   if (fs::exists(path_)) {
     if (!fs::is_directory(path_)) throw UserError("run directory " + path_ + " exists and is not a directory");
     bool holds_run = fs::exists(file("recipe.resolved.yaml")) || fs::exists(file("report.json"));
@@ -51,6 +57,12 @@ RunDir::RunDir(std::string path, RunDirOptions options)
 
 RunDir::~RunDir() {
   if (locked_) ::unlink(lock_path_.c_str());
+  if (!scratch_.empty()) {
+    try {
+      fs::remove_all(scratch_);
+    } catch (...) {
+    }
+  }
 }
 
 void RunDir::take_lock() {
@@ -81,10 +93,12 @@ void RunDir::take_lock() {
 }
 
 void RunDir::write_resolved_recipe(const std::string& header_comment, const std::string& yaml) const {
+  if (!is_main()) return;
   fs::write_atomic(file("recipe.resolved.yaml"), header_comment + yaml);
 }
 
 void RunDir::write_report(const nlohmann::json& report) const {
+  if (!is_main()) return;
   fs::write_atomic(file("report.json"), report.dump(2) + "\n");
   report::write_run_reports(path_, report);
 }
@@ -94,6 +108,7 @@ double RunDir::elapsed_seconds() const {
 }
 
 void RunDir::log_event(nlohmann::json event) const {
+  if (!is_main()) return;
   nlohmann::json line = {{"time", utc_timestamp(false)}, {"wall_s", elapsed_seconds()}};
   line.update(event);
   fs::append_line(file("metrics.jsonl"), line.dump());

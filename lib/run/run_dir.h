@@ -8,9 +8,17 @@
 //   checkpoints/          training checkpoints
 // A directory that already holds a run is never written into again unless the user says
 // --force (start over in it) or --resume (continue it). A lock file refuses concurrent runs.
+//
+// Data parallelism (lib/dist): every rank runs every stage, but only the main rank (0) writes the
+// run directory. Another rank's RunDir takes no lock and creates nothing in `path`: its writes
+// (recipe, report, metrics) do nothing, file() names a private scratch directory (removed at the
+// end) for what stages write there, and checkpoints() stays rank 0's directory, so that every rank
+// resumes from the same checkpoint (the run directory must be on a shared file system when the
+// ranks span several nodes).
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <cstdint>
 #include <string>
 
 namespace secateur::run {
@@ -18,6 +26,7 @@ namespace secateur::run {
 struct RunDirOptions {
   bool force = false;
   bool resume = false;
+  int64_t rank = 0;  // data-parallel rank: only rank 0 writes
 };
 
 class RunDir {
@@ -30,8 +39,9 @@ class RunDir {
   RunDir& operator=(const RunDir&) = delete;
 
   const std::string& path() const { return path_; }
-  std::string file(const std::string& name) const { return path_ + "/" + name; }
-  std::string checkpoints() const { return file("checkpoints"); }
+  bool is_main() const { return scratch_.empty(); }
+  std::string file(const std::string& name) const { return (is_main() ? path_ : scratch_) + "/" + name; }
+  std::string checkpoints() const { return path_ + "/checkpoints"; }
 
   void write_resolved_recipe(const std::string& header_comment, const std::string& yaml) const;
   // report.json, and report.md / report.html rendered from it (lib/report).
@@ -48,6 +58,7 @@ class RunDir {
   void take_lock();
   std::string path_;
   std::string lock_path_;
+  std::string scratch_;  // non-main ranks: where file() points
   bool locked_ = false;
   std::chrono::steady_clock::time_point start_;
 };

@@ -68,9 +68,10 @@ std::string execute(const recipe::Recipe& recipe, const recipe::Registry& regist
     std::printf("%s", describe_plan(recipe).c_str());
     return "";
   }
-  const std::string device = runtime::validate_device(recipe.tree.at("device").text());
+  const std::string device =
+      runtime::validate_device(options.device.empty() ? recipe.tree.at("device").text() : options.device);
   const std::string path = options.out.empty() ? RunDir::default_path(options.runs_root, recipe.name()) : options.out;
-  RunDir dir(path, {options.force, options.resume});
+  RunDir dir(path, {options.force, options.resume, options.rank});
   log::add_file_sink(dir.file("log.txt"));
   struct SinkGuard {
     ~SinkGuard() { log::remove_file_sinks(); }

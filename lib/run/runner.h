@@ -2,6 +2,7 @@
 // Runs a validated recipe: creates the run directory, seeds, sets threads, runs each stage in
 // order, keeps report.json current after every stage, and marks the run failed (with the error)
 // if a stage throws, so a crashed run still explains itself.
+#include <cstdint>
 #include <string>
 
 #include "recipe/recipe.h"
@@ -16,6 +17,8 @@ struct RunOptions {
   bool force = false;
   bool resume = false;
   std::string command_line;         // recorded in recipe.resolved.yaml
+  int64_t rank = 0;                 // data-parallel rank (dist::join_for_run): only rank 0 writes the run dir
+  std::string device;               // "" = the recipe's; a rank's own GPU under data parallelism
 };
 
 // Returns the run directory's path ("" for a dry run). Errors propagate (UserError etc.) after
