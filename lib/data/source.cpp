@@ -1,8 +1,13 @@
 #include "data/source.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdio>
 
 #include "data/kjv.h"
+#include "data/loaders.h"
+#include "util/fs.h"
 #include "util/error.h"
 #include "util/log.h"
 #include "util/strings.h"
@@ -17,9 +22,12 @@ std::shared_ptr<DataSource> DataSource::load(const DataConfig& config) {
   if (!config.name.empty() && !config.files.files.empty())
     throw UserError("data: give either data.name or data.files, not both");
   Dataset dataset = config.name.empty() ? read_files(config.files) : kjv_dataset(config.name);
-  if (config.tokenizer.empty()) throw UserError("data.tokenizer: no tokenizer given");
-  std::shared_ptr<const Tokenizer> tokenizer = load_tokenizer(config.tokenizer);
-  return std::make_shared<DataSource>(config, std::move(dataset), std::move(tokenizer));
+  DataConfig resolved = config;
+  if (config.train_tokenizer.vocab_size > 0)
+    resolved.tokenizer = trained_tokenizer(dataset, config.splits, config.train_tokenizer, config.tokenize.cache_dir);
+  if (resolved.tokenizer.empty()) throw UserError("data.tokenizer: no tokenizer given");
+  std::shared_ptr<const Tokenizer> tokenizer = load_tokenizer(resolved.tokenizer);
+  return std::make_shared<DataSource>(resolved, std::move(dataset), std::move(tokenizer));
 }
 
 DataSource::DataSource(DataConfig config, Dataset dataset, std::shared_ptr<const Tokenizer> tokenizer)
@@ -113,6 +121,67 @@ std::vector<int32_t> DataSource::special_ids() const {
 std::string DataSource::describe(Split split) const {
   return dataset_.name + " (" + to_string(split) + " split, " + std::to_string(split_indices(dataset_, split, config_.splits).size()) +
          " examples)";
+}
+
+namespace {
+
+// What the trainer reads: one sentence per line, from the training split in source order.
+std::string training_text(const Dataset& dataset, const SplitOptions& splits, int64_t max_sentences) {
+  auto one_line = [](std::string t) {
+    for (char& c : t)
+      if (c == '\n' || c == '\r') c = ' ';
+    return t;
+  };
+  std::string text;
+  int64_t sentences = 0;
+  for (size_t i : split_indices(dataset, Split::train, splits)) {
+    if (max_sentences > 0 && sentences >= max_sentences) break;
+    for (const std::string* t : {&dataset.examples[i].text, &dataset.examples[i].text_pair})
+      if (!t->empty()) text += one_line(*t) + "\n";
+    ++sentences;
+  }
+  return text;
+}
+
+}  // namespace
+
+std::string trained_tokenizer(const Dataset& dataset, const SplitOptions& splits, const TokenizerTraining& t,
+                              const std::string& cache_dir, bool* reused) {
+  const std::string text = training_text(dataset, splits, t.max_sentences);
+  if (text.empty()) throw UserError("data.tokenizer.train: the training split of " + dataset.name + " holds no text");
+  std::map<std::string, std::string> options = t.options;
+  options["character_coverage"] = strings::format_number(t.character_coverage);
+  options["byte_fallback"] = t.byte_fallback ? "true" : "false";
+  // Everything that decides the model: the exact text and every option (format version first).
+  std::string key = "secateur.spm-train/1 corpus=" + sha256_hex(text) + " vocab_size=" + std::to_string(t.vocab_size) +
+                    " model_type=" + t.model_type;
+  for (const auto& [k, v] : options) key += " " + k + "=" + v;
+  const std::string dir = fs::join(cache_dir.empty() ? default_cache_dir() : cache_dir, "tokenizers");
+  const std::string name = sha256_hex(key).substr(0, 32);
+  const std::string model = fs::join(dir, name + ".model");
+  if (reused) *reused = fs::is_regular_file(model);
+  if (fs::is_regular_file(model)) {
+    log::info("data.tokenizer.train: reusing " + model);
+    return model;
+  }
+  fs::create_directories(dir);
+  const std::string tmp = fs::join(dir, name + ".tmp" + std::to_string(::getpid()));
+  fs::write_atomic(tmp + ".txt", text);
+  log::info("data.tokenizer.train: training a " + std::to_string(t.vocab_size) + "-piece " + t.model_type +
+            " SentencePiece model on the train split of " + dataset.name);
+  try {
+    train_sentencepiece({tmp + ".txt"}, tmp, t.vocab_size, t.model_type, options);
+  } catch (...) {
+    fs::remove_all(tmp + ".txt");
+    throw;
+  }
+  fs::remove_all(tmp + ".txt");
+  fs::write_atomic(fs::join(dir, name + ".key"), key + "\n");
+  // .vocab first: a reader that sees the .model sees a complete pair.
+  if (std::rename((tmp + ".vocab").c_str(), fs::join(dir, name + ".vocab").c_str()) != 0 ||
+      std::rename((tmp + ".model").c_str(), model.c_str()) != 0)
+    throw UserError("data.tokenizer.train: cannot move the trained model into " + dir);
+  return model;
 }
 
 std::vector<Batch> calibration_batches(const DataSource& data, const CalibrationOptions& options) {

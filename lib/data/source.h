@@ -3,6 +3,7 @@
 // tokenizer, the token ids (through the on-disk cache) and the fixed or seeded split, with the
 // batches every consumer needs — evaluation streams and batches, and calibration_batches() for
 // importance estimators.
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -16,11 +17,23 @@
 
 namespace secateur::data {
 
+// data.tokenizer.train: a SentencePiece model trained on the dataset's training split (through the
+// secateur-spm companion) instead of a tokenizer file.
+struct TokenizerTraining {
+  int vocab_size = 0;                 // 0 = no training: DataConfig::tokenizer names a file
+  std::string model_type = "unigram"; // unigram, bpe, char or word
+  double character_coverage = 1.0;    // share of characters the vocabulary must cover
+  bool byte_fallback = false;         // unknown characters become <0xNN> byte pieces
+  int64_t max_sentences = 0;          // train on the first N training examples only (0 = all)
+  std::map<std::string, std::string> options;  // further sentencepiece trainer flags, verbatim
+};
+
 struct DataConfig {
   std::string name;       // a built-in dataset (kjv, kjv_testament, ...); "" when files are given
   FileOptions files;      // used when name is empty (files.task says which task they hold)
   SplitOptions splits;    // ignored by built-ins, whose split is fixed
   std::string tokenizer;  // tokenizer.json, .model, or a directory holding one
+  TokenizerTraining train_tokenizer;  // vocab_size > 0: train one instead (tokenizer is ignored)
   int64_t seq_len = 128;  // LM block / classification maximum length, in tokens
   int64_t batch_size = 8;
   bool truncation = true; // classification: cut longer examples (else UserError)
@@ -71,6 +84,15 @@ class DataSource {
   TokenizedDataset tokens_;
   CacheStatus cache_status_ = CacheStatus::disabled;
 };
+
+// The SentencePiece model `training` describes, trained on the training split of `dataset` (one
+// line per example: text, and text_pair on its own line; newlines inside a text become spaces),
+// or found in the cache: <cache_dir>/tokenizers/<key>.model, where the key hashes the exact
+// training text and every training option, so equal corpora and options train once (a sweep's
+// points share one model) and any change trains anew. Written under a temporary name and renamed,
+// so concurrent runs never read a half-written model. `reused` says whether the cache had it.
+std::string trained_tokenizer(const Dataset& dataset, const SplitOptions& splits, const TokenizerTraining& training,
+                              const std::string& cache_dir, bool* reused = nullptr);
 
 // Calibration data for importance estimators: N sequences of L tokens from the training split,
 // drawn from options.seed (the same seed gives the same batches).

@@ -32,6 +32,10 @@ std::string config_key(const data::DataConfig& c) {
                   strings::format_number(c.splits.test) + "|" + std::to_string(c.splits.seed) + "|" + c.tokenizer + "|" +
                   std::to_string(c.seq_len) + "|" + (c.truncation ? "t" : "f") + "|" +
                   strings::format_number(c.mlm_probability) + "|" + (c.tokenize.cache ? c.tokenize.cache_dir : "-");
+  const data::TokenizerTraining& t = c.train_tokenizer;
+  k += "|train " + std::to_string(t.vocab_size) + " " + t.model_type + " " + strings::format_number(t.character_coverage) + " " +
+       (t.byte_fallback ? "t" : "f") + " " + std::to_string(t.max_sentences);
+  for (const auto& [key, value] : t.options) k += " " + key + "=" + value;
   return k;
 }
 
@@ -70,8 +74,20 @@ data::DataConfig data_config(run::RunState& state) {
     c.splits.test = splits->get_double("test", 0.05);
   }
   c.splits.seed = static_cast<uint64_t>(s->get_int("split_seed", 0));
-  c.tokenizer = s->get_string("tokenizer", "");
-  if (c.tokenizer.empty()) {
+  const recipe::Value* tokenizer = s->find("tokenizer");
+  if (tokenizer && tokenizer->is_map()) {
+    const recipe::Value& t = tokenizer->at("train");
+    c.train_tokenizer.vocab_size = static_cast<int>(t.get_int("vocab_size", 0));
+    c.train_tokenizer.model_type = t.get_string("model_type", "unigram");
+    c.train_tokenizer.character_coverage = t.get_double("character_coverage", 1.0);
+    c.train_tokenizer.byte_fallback = t.get_bool("byte_fallback", false);
+    c.train_tokenizer.max_sentences = t.get_int("max_sentences", 0);
+    if (const recipe::Value* extra = t.find("options"))
+      for (const auto& e : extra->entries()) c.train_tokenizer.options[e.key] = e.value.text();
+  } else {
+    c.tokenizer = s->get_string("tokenizer", "");
+  }
+  if (c.tokenizer.empty() && c.train_tokenizer.vocab_size == 0) {
     std::string dir = model_path(state);
     if (dir.empty())
       throw UserError("data.tokenizer is not set and the recipe has no model: to take it from: set data.tokenizer");
@@ -120,7 +136,7 @@ const data::DataSource& ensure_data(run::RunState& state) {
   int32_t max_id = std::max(d.tokens().max_id(), d.pad_id());
   if (mc.task == model::Task::masked_lm) max_id = std::max(max_id, d.mask_id());
   if (max_id >= mc.vocab_size)
-    throw UserError("data.tokenizer " + config.tokenizer + " produces token id " + std::to_string(max_id) + " but " + where +
+    throw UserError("data.tokenizer " + d.config().tokenizer + " produces token id " + std::to_string(max_id) + " but " + where +
                     " has a vocabulary of " + std::to_string(mc.vocab_size) + " (config.json vocab_size): use the model's own tokenizer");
   const int64_t positions = usable_positions(mc);
   if (positions > 0 && config.seq_len > positions)

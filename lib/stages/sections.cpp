@@ -1,7 +1,6 @@
 #include "stages/sections.h"
 
 #include "data/kjv.h"
-#include "dist/launch.h"
 
 namespace secateur::stages {
 
@@ -10,6 +9,20 @@ using recipe::Schema;
 namespace {
 
 void register_data_section(recipe::Registry& registry) {
+  auto train = Schema::structure()
+                   ->required("vocab_size", Schema::integer()->min(8), "Pieces in the vocabulary (at most the model's vocab_size).")
+                   ->field("model_type", Schema::enumeration({"unigram", "bpe", "char", "word"}), "SentencePiece algorithm.",
+                           "unigram")
+                   ->field("character_coverage", Schema::number()->min(0, true)->max(1),
+                           "Share of the text's characters the vocabulary must cover (rarer ones become <unk>).", "1.0")
+                   ->field("byte_fallback", Schema::boolean(), "Characters outside the vocabulary become <0xNN> byte pieces.",
+                           "false")
+                   ->field("max_sentences", Schema::integer()->min(0),
+                           "Train on the first N examples of the train split only (0 = all).", "0")
+                   ->field("options", Schema::map_of(Schema::string()),
+                           "Further sentencepiece trainer flags, verbatim, e.g. {split_digits: 'true'}.");
+  auto tokenizer = Schema::union_of(
+      {Schema::string(), Schema::structure()->required("train", train, "Train a SentencePiece model on data's train split.")});
   auto splits = Schema::structure()
                     ->field("validation", Schema::number()->min(0)->max(1, true), "Share of the examples held out for validation.", "0.05")
                     ->field("test", Schema::number()->min(0)->max(1, true), "Share of the examples held out for testing.", "0.05");
@@ -35,8 +48,9 @@ void register_data_section(recipe::Registry& registry) {
           ->field("split_seed", Schema::integer()->min(0),
                   "Seed of the train/validation/test split of data.files; separate from the recipe seed so that seed "
                   "sweeps evaluate on the same test set.", "0")
-          ->field("tokenizer", Schema::string(),
-                  "tokenizer.json, SentencePiece .model, or a directory holding one (default: the model directory).")
+          ->field("tokenizer", tokenizer,
+                  "tokenizer.json, SentencePiece .model, or a directory holding one (default: the model directory); "
+                  "or {train: {...}}: a SentencePiece model trained on the dataset's train split, cached by corpus and options.")
           ->field("seq_len", Schema::integer()->min(1),
                   "Tokens per language-modelling block (and default perplexity context); classification: maximum "
                   "example length. At most the model's positions.", "128")
@@ -89,10 +103,6 @@ void register_sections(recipe::Registry& registry) {
                            "fine-tune a pretrained masked LM as a classifier). task_head then names the new head.");
   registry.add_section({"model", "The model to prune: where it is and how to load it.", model, false});
   register_data_section(registry);
-  registry.add_section({"distributed",
-                        "Data-parallel training over several processes (torchrun, or srun with this section): "
-                        "backend, timeout, gradient bucket size.",
-                        dist::distributed_schema(), false});
 }
 
 }  // namespace secateur::stages
