@@ -1,6 +1,7 @@
 #include "stages/sections.h"
 
 #include "data/kjv.h"
+#include "dist/launch.h"
 
 namespace secateur::stages {
 
@@ -103,6 +104,10 @@ void register_sections(recipe::Registry& registry) {
                            "fine-tune a pretrained masked LM as a classifier). task_head then names the new head.");
   registry.add_section({"model", "The model to prune: where it is and how to load it.", model, false});
   register_data_section(registry);
+  registry.add_section({"distributed",
+                        "Data-parallel training over several processes (torchrun, or srun with this section): "
+                        "backend, timeout, gradient bucket size.",
+                        dist::distributed_schema(), false});
 }
 
 }  // namespace secateur::stages
