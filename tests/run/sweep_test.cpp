@@ -1,4 +1,7 @@
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <cstdlib>
 
 #include "run/run_state.h"
 #include "run/sweep.h"
@@ -129,4 +132,34 @@ TEST(Sweep, SlurmScriptMatchesTheGoldenFile) {
             "/opt/secateur/bin/secateur run recipes/cofi.yaml --set stages.0.prune.sparsity=0.7 --out runs/cofi-kjv-sweep/sparsity=0.7");
   fs::remove_all(o.out);
   fs::remove_all(recipe);
+}
+
+// submit_slurm against a stand-in `sbatch` on PATH (the real one runs in tests/slurm): it passes
+// --parsable and the script, keeps the job id (dropping a ";cluster" suffix), records it, and
+// turns a refusal into a UserError.
+TEST(Sweep, SubmitRunsSbatchParsableAndRecordsTheJobId) {
+  const std::string bin = temp("fake-sbatch");
+  fs::create_directories(bin);
+  const std::string sweep_dir = fs::join(bin, "sweep");
+  fs::create_directories(sweep_dir);
+  run::Sweep sweep;
+  sweep.dir = sweep_dir;
+  const std::string old_path = std::getenv("PATH") ? std::getenv("PATH") : "";
+  ::setenv("PATH", (bin + ":" + old_path).c_str(), 1);
+  auto fake = [&](const std::string& body) {
+    fs::write_atomic(fs::join(bin, "sbatch"), "#!/bin/sh\n" + body);
+    ::chmod(fs::join(bin, "sbatch").c_str(), 0755);
+  };
+  fake("echo \"$@\" > " + bin + "/args\necho '4711;cluster9'\n");
+  EXPECT_EQ(run::submit_slurm(sweep, sweep_dir + "/my sweep.sbatch"), "4711");
+  EXPECT_EQ(fs::read_file(bin + "/args"), "--parsable " + sweep_dir + "/my sweep.sbatch\n");
+  fake("echo 4712\n");
+  EXPECT_EQ(run::submit_slurm(sweep, "s.sbatch"), "4712");
+  EXPECT_EQ(fs::read_file(sweep_dir + "/slurm_jobs.txt"), "4711\n4712\n");
+  fake("echo 'sbatch: error: invalid partition' >&2\nexit 1\n");
+  EXPECT_THROW(run::submit_slurm(sweep, "s.sbatch"), UserError);
+  fake("echo 'Submitted batch job'\n");
+  EXPECT_THROW(run::submit_slurm(sweep, "s.sbatch"), UserError);
+  ::setenv("PATH", old_path.c_str(), 1);
+  fs::remove_all(bin);
 }
