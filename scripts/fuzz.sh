@@ -22,7 +22,7 @@ seed() {  # seed NAME FILES...: a fresh corpus dir holding copies of FILES
 recipes=$(seed recipe recipes/*.yaml)
 printf 'stages.0.prune.target=0.3\nseed=2\n---recipe---\nstages: [prune: {target: {heads: 0.5}}]\n' >"$recipes/with-overrides"
 tensors=$(seed safetensors $(find tests/fixtures/models -name '*.safetensors' -size -300k | sort | head -8))
-configs=$(seed config tests/fixtures/models/*/config.json)
+configs=$(seed config tests/fixtures/models/*/config.json tests/fuzz/regressions/config-*.json)
 tokenizers=$(seed tokenizer tests/fixtures/tokenizers/*/tokenizer.json tests/fixtures/data/*/tokenizer.json)
 # One seed with a text to encode after the marker (see fuzz_tokenizer.cpp).
 { cat tests/fixtures/tokenizers/wordpiece_misc/tokenizer.json; printf '\n---text---\nUnaffable [MASK] caf\xc3\xa9\n'; } >"$tokenizers/with-text"

@@ -218,6 +218,7 @@ void parse_rope(ModelConfig& c, const Reader& r) {
 // Which layers use sliding-window attention, following HF: Mistral everywhere; Qwen2 per
 // `layer_types` (transformers 5) or from max_window_layers on when use_sliding_window is set.
 void parse_sliding_window(ModelConfig& c, const Reader& r) {
+  if (c.num_layers < 0) r.fail("num_hidden_layers", "must not be negative");  // found by fuzz_config
   c.sliding_layers.assign(c.num_layers, false);
   if (c.model_type == "llama") return;
   if (c.model_type == "qwen2" && !r.boolean("use_sliding_window", false)) return;
