@@ -10,6 +10,7 @@
 #include "run/runtime.h"
 #include "stages/builtin.h"
 #include "util/error.h"
+#include "util/version.h"
 #include "util/fs.h"
 #include "util/log.h"
 #include "util/strings.h"
@@ -41,7 +42,7 @@ std::vector<std::string> strings_of(const po::variables_map& vm, const char* key
 }  // namespace
 
 int version() {
-  std::printf("secateur %s (git %s)\n", SECATEUR_VERSION, SECATEUR_GIT_COMMIT);
+  std::printf("secateur %s (git %s)\n", version::number(), version::git_commit());
   std::printf("LibTorch %s\n", runtime::torch_version().c_str());
   int gpus = runtime::cuda_device_count();
   std::printf("CUDA %s\n", gpus > 0 ? ("available, " + std::to_string(gpus) + " device(s)").c_str() : "not available");

@@ -41,8 +41,6 @@ function(secateur_library dir)
   add_library(${target} STATIC ${ARG_SOURCES})
   target_include_directories(${target} PUBLIC ${CMAKE_SOURCE_DIR}/lib)
   target_link_libraries(${target} PUBLIC ${ARG_DEPS})
-  target_compile_definitions(${target} PRIVATE
-    SECATEUR_VERSION="${PROJECT_VERSION}" SECATEUR_GIT_COMMIT="${SECATEUR_GIT_COMMIT}")
   if(ARG_TORCH)
     target_link_libraries(${target} PUBLIC ${TORCH_LIBRARIES})
     secateur_use_torch_pch(${target})
