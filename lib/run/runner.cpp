@@ -4,8 +4,10 @@
 
 #include "run/run_state.h"
 #include "run/runtime.h"
+#include "util/fs.h"
 #include "util/log.h"
 #include "util/strings.h"
+#include "util/version.h"
 
 namespace secateur::run {
 
@@ -56,7 +58,8 @@ std::string describe_plan(const recipe::Recipe& recipe) {
 
 std::string provenance_header(const recipe::Recipe& recipe, const std::string& command_line) {
   std::string h;
-  h += "# secateur " SECATEUR_VERSION " (git " SECATEUR_GIT_COMMIT ") · LibTorch " + runtime::torch_version() + "\n";
+  h += std::string("# secateur ") + version::number() + " (git " + version::git_commit() + ") · LibTorch " +
+       runtime::torch_version() + "\n";
   h += "# resolved " + RunDir::utc_timestamp(false) + " from " + strings::join(recipe.files, ", ") + "\n";
   if (!command_line.empty()) h += "# command: " + command_line + "\n";
   h += "# recipe hash: " + recipe.hash + "  (run it again: secateur run THIS_FILE)\n";
@@ -80,6 +83,11 @@ std::string execute(const recipe::Recipe& recipe, const recipe::Registry& regist
   const uint64_t seed = static_cast<uint64_t>(recipe.tree.at("seed").as_int());
   const int threads = runtime::set_threads(static_cast<int>(recipe.tree.at("threads").as_int()));
   runtime::seed_everything(seed);
+  // A resume that fails (e.g. --set changed the training schedule, which its checkpoint refuses)
+  // must not replace the recipe the run's state came from: the next plain --resume reads it.
+  const std::string resolved_path = dir.file("recipe.resolved.yaml");
+  const std::string previous_recipe =
+      options.resume && fs::exists(resolved_path) ? fs::read_file(resolved_path) : std::string();
   dir.write_resolved_recipe(provenance_header(recipe, options.command_line), recipe::to_yaml(recipe.tree));
 
   RunState state(recipe, dir);
@@ -91,8 +99,8 @@ std::string execute(const recipe::Recipe& recipe, const recipe::Registry& regist
   state.report = {{"name", recipe.name()},
                   {"recipe", recipe.path},
                   {"recipe_hash", recipe.hash},
-                  {"secateur_version", SECATEUR_VERSION},
-                  {"git_commit", SECATEUR_GIT_COMMIT},
+                  {"secateur_version", version::number()},
+                  {"git_commit", version::git_commit()},
                   {"torch_version", runtime::torch_version()},
                   {"device", device},
                   {"threads", threads},
@@ -103,7 +111,7 @@ std::string execute(const recipe::Recipe& recipe, const recipe::Registry& regist
   for (const auto& s : stages) state.report["stages"].push_back({{"kind", s.entries().front().key}, {"status", "pending"}});
   dir.write_report(state.report);
 
-  log::info("secateur " SECATEUR_VERSION " · LibTorch " + runtime::torch_version() + " · " +
+  log::info(std::string("secateur ") + version::number() + " · LibTorch " + runtime::torch_version() + " · " +
             runtime::device_description(device) + " · run dir " + dir.path());
   for (size_t i = 0; i < stages.size(); ++i) {
     const auto& entry = stages[i].entries().front();
@@ -124,6 +132,7 @@ std::string execute(const recipe::Recipe& recipe, const recipe::Registry& regist
       state.report["finished"] = RunDir::utc_timestamp(false);
       dir.log_event({{"stage", entry.key}, {"stage_index", i + 1}, {"event", "failed"}, {"error", e.what()}});
       dir.write_report(state.report);
+      if (!previous_recipe.empty() && dir.is_main()) fs::write_atomic(resolved_path, previous_recipe);
       throw;
     }
     stage_report["status"] = state.interrupted ? "interrupted" : "done";

@@ -97,8 +97,10 @@ void register_sections(recipe::Registry& registry) {
                            "weights")
                    ->field("head",
                            Schema::structure()
-                               ->field("task", Schema::enumeration({"base", "masked_lm", "causal_lm", "sequence_classification"}),
-                                       "The new head.", "sequence_classification")
+                               // Required, so that a recipe without `head:` gets no head group at all
+                               // (absent option groups are filled in only when they validate empty).
+                               ->required("task", Schema::enumeration({"base", "masked_lm", "causal_lm", "sequence_classification"}),
+                                          "The new head.")
                                ->field("num_labels", Schema::integer()->min(1), "Classes of a sequence-classification head.", "2"),
                            "Replace the output head: keep the backbone's weights, add a newly initialised head (e.g. "
                            "fine-tune a pretrained masked LM as a classifier). task_head then names the new head.");

@@ -8,6 +8,7 @@
 #include "stages/model_access.h"
 #include "stages/stage_kinds.h"
 #include "stages/train_access.h"
+#include "dist/data_parallel.h"
 #include "train/distill.h"
 #include "util/error.h"
 #include "util/fs.h"
@@ -226,7 +227,13 @@ train::TrainResult run_training(run::RunState& state, const TrainSetup& setup,
                                 std::vector<std::shared_ptr<train::Extension>> extensions) {
   model::Model& m = ensure_model(state);
   const data::DataSource& d = ensure_data(state);
-  auto batches = train::make_batch_source(d, setup.data);
+  // One process: a no-op. Under torchrun / srun with `distributed:`: rank 0's weights broadcast,
+  // gradients averaged across ranks, each rank reading its share of every epoch.
+  std::shared_ptr<train::GradientSync> sync = dist::make_gradient_sync(m);
+  train::BatchSourceOptions data_options = setup.data;
+  data_options.rank = sync->rank();
+  data_options.world_size = sync->world_size();
+  auto batches = train::make_batch_source(d, data_options);
   std::shared_ptr<train::Evaluator> evaluator;
   if (setup.evaluate) evaluator = train::make_evaluator(d, setup.task, setup.eval);
 
@@ -238,7 +245,7 @@ train::TrainResult run_training(run::RunState& state, const TrainSetup& setup,
     dir.log_event({{"stage", kind}, {"stage_index", index}, {"step", step}, {"values", values}});
   };
   const std::string checkpoints = fs::join(state.dir.checkpoints(), std::to_string(state.stage_index) + "-" + state.stage_kind);
-  train::Trainer trainer(m, setup.options, batches, std::move(extensions), evaluator, callbacks);
+  train::Trainer trainer(m, setup.options, batches, std::move(extensions), evaluator, callbacks, sync);
   const auto r = trainer.run({checkpoints, state.resume});
 
   json results = {{"steps", r.steps},

@@ -469,7 +469,9 @@ struct Trainer::Impl {
   }
 
   std::string save_checkpoint(bool final, const io::TensorMap* rng = nullptr) {
-    if (checkpoint_dir.empty()) return "";
+    // Under data parallelism every rank holds the same state; rank 0 alone writes it (the
+    // temporary names are fixed, so two writers would collide), and every rank resumes from it.
+    if (checkpoint_dir.empty() || !sync->is_main()) return "";
     const std::string temp = checkpoint::begin(checkpoint_dir, step);
     io::write_safetensors(fs::join(temp, "model.safetensors"), model.state_dict_hf());
     json opt_steps = json::object();
