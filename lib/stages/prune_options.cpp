@@ -41,6 +41,18 @@ void read_per_width(const recipe::Value* v, std::map<methods::TargetKind, int64_
   for (const auto& e : v->entries()) out[methods::target_kind(e.key)] = e.value.as_int();
 }
 
+void read_search(const recipe::Value& s, PruneOptions& p) {
+  p.search = true;
+  methods::BlockSearchOptions& o = p.search_options;
+  o.criterion = s.get_string("criterion", "perplexity") == "output_change" ? methods::SearchCriterion::output_change
+                                                                            : methods::SearchCriterion::perplexity;
+  o.unit = s.get_string("unit", "blocks") == "layers" ? methods::SearchUnit::layers : methods::SearchUnit::blocks;
+  const double x = s.at("remove").as_double();
+  o.remove = x < 1 ? methods::Amount{x, -1} : methods::Amount{0, static_cast<int64_t>(x)};
+  o.greedy = s.get_bool("greedy", true);
+  o.cache = s.get_bool("cache", true);
+}
+
 }  // namespace
 
 recipe::SchemaPtr prune_schema() {
@@ -49,7 +61,7 @@ recipe::SchemaPtr prune_schema() {
       Schema::structure()
           ->field("name", Schema::enumeration(estimators),
                   "magnitude (no data) | head_gradient (Michel et al. 2019) | taylor (LLM-Pruner) | activation (Wanda) | "
-                  "fluctuation (FLAP) | block_influence (ShortGPT; Gromov et al. with metric angular).", "magnitude")
+                  "fluctuation (FLAP) | block_influence (ShortGPT; Gromov et al. with metric angular) | projection (AMP).", "magnitude")
           ->field("norm", Schema::enumeration({"l1", "l2"}), "magnitude: the norm of a group's weights.", "l2")
           ->field("normalize", Schema::boolean(), "ℓ2-normalise each layer's scores (Michel et al.).", "false")
           ->field("variant", Schema::enumeration({"vector", "element"}),
@@ -58,7 +70,10 @@ recipe::SchemaPtr prune_schema() {
           ->field("metric", Schema::enumeration({"bi", "angular"}),
                   "block_influence: bi = 1 − mean cosine per layer/block; angular = also arccos(cos)/π between layers l "
                   "and l+n at the last token, to drop the best run of n layers.", "bi")
-          ->field("run_length", Schema::integer()->min(1), "block_influence angular: n (default: the layers target).");
+          ->field("run_length", Schema::integer()->min(1), "block_influence angular: n (default: the layers target).")
+          ->field("per_example", Schema::boolean(),
+                  "head_gradient: one backward per example (E_x |∂L(x)/∂ξ| read literally) instead of one per batch "
+                  "(Michel et al.'s released code).", "false");
   auto target =
       Schema::structure()
           ->field("heads", amount(), "Query heads to remove, of all heads in kept attention blocks (GQA units: see gqa).")
@@ -75,8 +90,27 @@ recipe::SchemaPtr prune_schema() {
       "step", Schema::number()->min(0, true)->max(1), "Fraction of each kind's units removed per round; scores are re-estimated every round.");
   auto schedule = Schema::union_of({Schema::enumeration({"one_shot"}), Schema::structure()->required("iterative", iterative, "Michel et al.'s iterative pruning.")})
                       ->doc("one_shot, or {iterative: {step: 0.1}}");
+  auto search =
+      Schema::structure()
+          ->field("criterion", Schema::enumeration({"perplexity", "output_change"}),
+                  "perplexity: calibration perplexity with the unit removed (BlockPruner; Shortened LLaMA PPL); "
+                  "output_change: mean Jensen–Shannon divergence from the starting model's outputs (FinerCut).", "perplexity")
+          ->field("unit", Schema::enumeration({"blocks", "layers"}),
+                  "blocks: attention and MLP blocks compete (BlockPruner, FinerCut); layers: whole layers (Shortened LLaMA).", "blocks")
+          ->field("remove", amount(),
+                  "Units to remove: a fraction in [0, 1) of the candidate units or a whole count. Setting it turns the "
+                  "search on.")
+          ->field("greedy", Schema::boolean(),
+                  "true: remove one unit per step, re-scoring the rest each time; false: score every unit once on the "
+                  "starting model and remove the lowest together (Shortened LLaMA's one-shot).", "true")
+          ->field("cache", Schema::boolean(),
+                  "Keep every layer's input per calibration batch so a candidate in layer l re-runs only layers l.. "
+                  "(memory: layers × calibration tokens × hidden); false re-runs the whole model each time.", "true");
   return Schema::structure()
       ->field("estimator", estimator, "How groups are scored.")
+      ->field("search", search,
+              "Block search instead of estimator + allocation: try removing each attention/MLP block or layer on the "
+              "calibration set and remove the least harmful (BlockPruner, FinerCut, Shortened LLaMA).")
       ->field("target", target, "What to remove (fractions < 1 or counts ≥ 1, per kind; or a params fraction).")
       ->field("allocation", Schema::enumeration({"uniform", "global", "adaptive"}),
               "uniform: the same fraction in every layer; global: one ranking across layers; adaptive: global over "
@@ -107,7 +141,10 @@ PruneOptions parse_prune_options(const recipe::Value& o) {
   p.estimator.metric = e.get_string("metric", "bi");
   p.run_length_given = e.has("run_length") && !e.at("run_length").is_null();
   p.estimator.run_length = e.get_int("run_length", 1);
-  const recipe::Value& t = o.at("target");
+  p.estimator.per_example = e.get_bool("per_example", false);
+  const recipe::Value* target = o.find("target");
+  const recipe::Value empty_target;
+  const recipe::Value& t = target && target->is_map() ? *target : empty_target;
   for (methods::TargetKind k : methods::all_target_kinds()) {
     const recipe::Value* v = t.find(methods::to_string(k));
     if (!v || v->is_null()) continue;
@@ -129,8 +166,12 @@ PruneOptions parse_prune_options(const recipe::Value& o) {
   p.bias_compensation = o.get_bool("bias_compensation", false);
   p.from = o.get_string("from", "");
   p.calibration = o.at("calibration");
-  if (p.from.empty() && p.targets.per_kind.empty() && p.targets.params < 0)
-    throw UserError("prune: target is empty — say what to remove, e.g. target: {heads: 0.5} (or give `from: pruning.json`)");
+  if (const recipe::Value* s = o.find("search"); s && s->is_map() && s->find("remove") && !s->at("remove").is_null())
+    read_search(*s, p);
+  if (p.search && (!p.targets.per_kind.empty() || p.targets.params >= 0 || p.step > 0 || p.bias_compensation || !p.from.empty()))
+    throw UserError("prune.search decides what to remove itself: leave out target, schedule, bias_compensation and from");
+  if (p.from.empty() && !p.search && p.targets.per_kind.empty() && p.targets.params < 0)
+    throw UserError("prune: target is empty — say what to remove, e.g. target: {heads: 0.5} or search: {remove: 2} (or give `from: pruning.json`)");
   if (p.bias_compensation && p.estimator.name != "fluctuation" && p.estimator.name != "activation")
     throw UserError("prune.bias_compensation needs channel means: use estimator fluctuation or activation, not " + p.estimator.name);
   return p;

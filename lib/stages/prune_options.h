@@ -5,6 +5,7 @@
 
 #include "importance/estimator.h"
 #include "methods/allocation.h"
+#include "methods/block_search.h"
 #include "recipe/schema.h"
 #include "recipe/value.h"
 
@@ -18,6 +19,8 @@ struct PruneOptions {
   double step = 0;                // iterative schedule: fraction of each kind removed per round; 0 = one-shot
   bool bias_compensation = false;
   std::string from;               // re-apply the masks of this pruning.json instead of estimating
+  bool search = false;            // remove blocks / layers by block search instead of estimator + allocation
+  methods::BlockSearchOptions search_options;
   recipe::Value calibration;
 };
 

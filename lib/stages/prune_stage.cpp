@@ -91,7 +91,9 @@ class PruneStage : public recipe::Stage {
     nlohmann::json file = {{"format", "secateur.pruning/1"}, {"recipe_hash", state.recipe.hash}, {"stage_options", yaml_},
                            {"source", {{"model", model_path(state)}, {"config", dense_config.to_json()}}}};
     std::vector<data::Batch> batches;
-    if (options_.from.empty()) {
+    if (options_.search) {
+      masks = search(state, file, record, batches);
+    } else if (options_.from.empty()) {
       masks = estimate_and_allocate(state, file, record, batches);
     } else {
       masks = reapply(state, file);
@@ -189,6 +191,38 @@ class PruneStage : public recipe::Stage {
     file["rounds"] = history;
     file["compensation"] = compensation;
     return masks;
+  }
+
+  // Block search (BlockPruner, FinerCut, Shortened LLaMA): the method decides the removals itself;
+  // pruning.json records every step's candidate scores and the order blocks were removed in.
+  surgery::Masks search(run::RunState& state, nlohmann::json& file, nlohmann::json& record, std::vector<data::Batch>& batches) {
+    batches = prune_calibration(state, options_.calibration);
+    const methods::BlockSearchOptions& o = options_.search_options;
+    const methods::BlockSearchResult r =
+        methods::block_search(*state.model, batches, o, surgery::Masks::keep_all(state.model->config()));
+    const std::string what = o.unit == methods::SearchUnit::layers ? "layers" : "blocks";
+    record["targets"] = {{what, {{"units", r.units}, {"requested", r.requested}, {"target", r.requested},
+                                 {"removed", static_cast<int64_t>(r.order.size())}}}};
+    record["target_met"] = static_cast<int64_t>(r.order.size()) == r.requested;
+    record["search"] = {{"criterion", methods::to_string(o.criterion)}, {"unit", what}, {"greedy", o.greedy},
+                        {"start_score", r.start_score}, {"layers_run", r.layers_run}};
+    nlohmann::json curve = nlohmann::json::array();
+    curve.push_back({{"step", 0}, {"score", r.start_score}});
+    log_point(state, curve.back(), 0);
+    for (const methods::Removal& rm : r.order)
+      if (o.greedy) {
+        curve.push_back({{"step", rm.step}, {"score", rm.score}, {"removed", methods::to_string(rm.candidate.kind)},
+                         {"layer", rm.candidate.layer}});
+        log_point(state, curve.back(), rm.step);
+      }
+    record["curve"] = curve;
+    file["estimator"] = "search:" + methods::to_string(o.criterion);
+    file["order"] = r.order_json();
+    file["search"] = {{"criterion", methods::to_string(o.criterion)}, {"unit", what}, {"greedy", o.greedy},
+                      {"start_score", r.start_score}, {"steps", r.steps}};
+    log::info(state.stage_label() + "  block search (" + methods::to_string(o.criterion) + ") removed " +
+              std::to_string(r.order.size()) + " " + what + ", " + std::to_string(r.layers_run) + " layer passes");
+    return r.masks;
   }
 
   // One point of the pruning curve in metrics.jsonl (report.json gets the whole curve at the end).

@@ -12,6 +12,7 @@
 #include "run/runner.h"
 #include "stages/builtin.h"
 #include "stages/calibration.h"
+#include "surgery/masks.h"
 #include "util/error.h"
 #include "util/fs.h"
 
@@ -134,6 +135,111 @@ TEST(PruneRecipes, ShortGptDropsTheLowestInfluenceLayer) {
   fs::remove_all(out2);
 }
 
+// The export loads back and computes what the source fixture computes through pruning.json's masks.
+std::shared_ptr<model::Model> check_export_matches_masks(const std::string& out, const std::string& source) {
+  const auto pruned = check_export(out);
+  const auto dense = model::load_model(source);
+  const nlohmann::json pruning = nlohmann::json::parse(fs::read_file(fs::join(out, "pruning.json")));
+  const surgery::Masks masks = surgery::Masks::from_json(pruning["masks"], dense->config(), "pruning.json");
+  const model::Gates gates = masks.to_gates(dense->config());
+  torch::NoGradGuard no_grad;
+  const torch::Tensor ids = torch::randint(3, 128, {2, 12}, torch::kLong);
+  const torch::Tensor a = dense->forward(ids, {}, &gates).logits, b = pruned->forward(ids).logits;
+  EXPECT_LE((a - b).abs().max().item<double>(), 1e-4);
+  return pruned;
+}
+
+int64_t blocks_kept(const model::ModelConfig& c) {
+  int64_t n = 0;
+  for (const model::LayerShape& s : c.layers) n += s.has_attention + s.has_mlp;
+  return n;
+}
+
+TEST(PruneRecipes, AmpRemovesTheSameShareOfHeadsAndNeuronsInEveryLayer) {
+  InSourceDir here;
+  const std::string out = out_dir("amp");
+  const nlohmann::json report = run_recipe("recipes/amp.yaml", {}, out);
+  ASSERT_EQ(report["status"], "completed");
+  const nlohmann::json prune = stage_results(report, "prune");
+  EXPECT_TRUE(prune["target_met"].get<bool>());
+  EXPECT_EQ(prune["targets"]["heads"]["removed"], prune["targets"]["heads"]["target"]);
+  EXPECT_EQ(prune["targets"]["ffn"]["removed"], 120);  // 30% of 2 × 200
+  const auto m = check_export_matches_masks(out, "tests/fixtures/models/llama_gqa");
+  EXPECT_TRUE(m->config().is_uniform());
+  EXPECT_EQ(m->config().layers[0].intermediate, 140);
+  EXPECT_EQ(m->config().layers[0].num_heads, 4);  // one query head from each of the 2 groups
+  EXPECT_EQ(m->config().layers[0].num_kv_heads, 2);
+  const nlohmann::json pruning = nlohmann::json::parse(fs::read_file(fs::join(out, "pruning.json")));
+  EXPECT_EQ(pruning["estimator"], "projection");
+  fs::remove_all(out);
+}
+
+TEST(PruneRecipes, BlockPrunerRemovesTwoBlocksGreedilyAndRecordsTheOrder) {
+  InSourceDir here;
+  const std::string out = out_dir("blockpruner");
+  const nlohmann::json report = run_recipe("recipes/blockpruner.yaml", {}, out);
+  ASSERT_EQ(report["status"], "completed");
+  const nlohmann::json prune = stage_results(report, "prune");
+  EXPECT_TRUE(prune["target_met"].get<bool>());
+  EXPECT_EQ(prune["targets"]["blocks"]["removed"], 2);
+  const nlohmann::json pruning = nlohmann::json::parse(fs::read_file(fs::join(out, "pruning.json")));
+  ASSERT_EQ(pruning["order"].size(), 2u);
+  EXPECT_EQ(pruning["search"]["steps"].size(), 2u);
+  EXPECT_EQ(pruning["search"]["steps"][0]["candidates"].size(), 4u);
+  EXPECT_EQ(pruning["search"]["steps"][1]["candidates"].size(), 3u);
+  // Each step's pick is its lowest-perplexity candidate.
+  for (size_t k = 0; k < 2; ++k) {
+    double lowest = INFINITY;
+    for (const auto& c : pruning["search"]["steps"][k]["candidates"]) lowest = std::min(lowest, c["score"].get<double>());
+    EXPECT_EQ(pruning["order"][k]["score"].get<double>(), lowest);
+  }
+  const auto m = check_export_matches_masks(out, "tests/fixtures/models/llama_gqa");
+  EXPECT_EQ(blocks_kept(m->config()), 2);
+  fs::remove_all(out);
+}
+
+TEST(PruneRecipes, FinerCutRemovesAQuarterOfTheBlocksByOutputChange) {
+  InSourceDir here;
+  const std::string out = out_dir("finercut");
+  const nlohmann::json report = run_recipe("recipes/finercut.yaml", {}, out);
+  ASSERT_EQ(report["status"], "completed");
+  const nlohmann::json prune = stage_results(report, "prune");
+  EXPECT_TRUE(prune["target_met"].get<bool>());
+  EXPECT_EQ(prune["targets"]["blocks"]["removed"], 1);
+  EXPECT_EQ(prune["search"]["criterion"], "output_change");
+  EXPECT_GT(prune["curve"][1]["score"].get<double>(), 0.0);  // a JS divergence from the original
+  const auto m = check_export_matches_masks(out, "tests/fixtures/models/gpt2");
+  EXPECT_EQ(blocks_kept(m->config()), 3);
+  fs::remove_all(out);
+}
+
+TEST(PruneRecipes, ShortenedLlamaDropsOneWholeLayerOneShot) {
+  InSourceDir here;
+  const std::string out = out_dir("shortened");
+  const nlohmann::json report = run_recipe("recipes/shortened_llama.yaml", {}, out);
+  ASSERT_EQ(report["status"], "completed");
+  const nlohmann::json prune = stage_results(report, "prune");
+  EXPECT_TRUE(prune["target_met"].get<bool>());
+  EXPECT_EQ(prune["targets"]["layers"]["removed"], 1);
+  const nlohmann::json pruning = nlohmann::json::parse(fs::read_file(fs::join(out, "pruning.json")));
+  const auto& scores = pruning["search"]["steps"][0]["candidates"];
+  ASSERT_EQ(scores.size(), 2u);
+  const int64_t dropped = scores[0]["score"].get<double>() <= scores[1]["score"].get<double>() ? 0 : 1;
+  EXPECT_EQ(pruning["order"][0]["layer"], dropped);
+  const auto m = check_export_matches_masks(out, "tests/fixtures/models/llama_gqa");
+  EXPECT_EQ(m->config().num_layers, 1);
+  EXPECT_TRUE(m->config().is_uniform());
+  // The Taylor+ criterion of the same paper: the taylor estimator over whole layers.
+  const std::string out2 = out_dir("shortened-taylor");
+  const nlohmann::json r2 = run_recipe("recipes/shortened_llama.yaml",
+                                       {"stages.1.prune.search=null", "stages.1.prune.estimator={name: taylor, variant: element}",
+                                        "stages.1.prune.target={layers: 1}"}, out2);
+  ASSERT_EQ(r2["status"], "completed");
+  EXPECT_EQ(stage_results(r2, "prune")["targets"]["layers"]["removed"], 1);
+  fs::remove_all(out);
+  fs::remove_all(out2);
+}
+
 TEST(PruneStage, PruningJsonReappliesToTheSameWeights) {
   InSourceDir here;
   const std::string first = out_dir("first"), second = out_dir("second");
@@ -192,6 +298,8 @@ TEST(PruneStage, UserMistakesAreReportedBeforeAnyWork) {
   fails_with({"stages.1.prune.calibration.tokenizer=tests/fixtures/tokenizers/gpt2_bytelevel"},
              "has 558 tokens but the model's vocabulary has 128");
   fails_with({"stages.1.prune.calibration.path=missing.txt"}, "missing.txt is not a readable file");
+  fails_with({"stages.1.prune.search={remove: 1}"}, "prune.search decides what to remove itself");
+  fails_with({"stages.1.prune.search={remove: 2, unit: layers}", "stages.1.prune.target=null"}, "a model keeps at least one layer");
 }
 
 TEST(Calibration, DataSourceDrawsFromTheRecipesDataSection) {
