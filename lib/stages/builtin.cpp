@@ -16,6 +16,7 @@ const recipe::Registry& registry() {
     register_prune(r);
     register_eval(r);
     register_train(r);
+    register_learn_masks(r);
     return r;
   }();
   return instance;

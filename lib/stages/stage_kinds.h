@@ -9,5 +9,6 @@ void register_export(recipe::Registry& registry);
 void register_prune(recipe::Registry& registry);
 void register_eval(recipe::Registry& registry);
 void register_train(recipe::Registry& registry);
+void register_learn_masks(recipe::Registry& registry);
 
 }  // namespace secateur::stages
