@@ -21,7 +21,10 @@ def load(path):
         if not line.startswith("{"):
             continue
         r = json.loads(line)
-        rows[(r["case"], bool(r.get("pruned", False)), r["system"])].append(r)
+        case = r.get("case") or f'{r.get("bench", "?")}:{r.get("estimator", "")}'  # calibration_bench
+        if "peak_cuda_bytes" in r and "peak_mem_gb" not in r:
+            r["peak_mem_gb"] = r["peak_cuda_bytes"] / 2**30
+        rows[(case, bool(r.get("pruned", False)), r.get("system", "secateur"))].append(r)
     return rows
 
 
@@ -44,7 +47,7 @@ def main():
     out = ["| case | shape | system | rounds | throughput / time | MFU | peak GB | secateur ÷ this |",
            "|---|---|---|---|---|---|---|---|"]
     for case, pruned in cases:
-        key = METRIC.get(case, "seconds")
+        key = METRIC.get(case.split(":")[0], "seconds")
         ours = med(rows.get((case, pruned, "secateur"), []), key)
         for system in sorted({s for c, p, s in rows if (c, p) == (case, pruned)}, key=lambda s: s != "secateur"):
             rs = rows[(case, pruned, system)]

@@ -22,7 +22,30 @@ run() {  # run LABEL COMMAND...: appends the command's JSON line, keeps going on
   fi
 }
 
-for round in $(seq "$ROUNDS"); do
+CASES=${CASES:-"train eval importance calibration"}
+
+# 1. Training step (BERT-base classification, 32 x 128, bf16 autocast, AdamW): >= 200 timed steps
+#    per system and round, systems alternating.
+if [[ $CASES == *train* ]]; then
+  for round in $(seq "$ROUNDS"); do
+    run "bert_train secateur #$round" "$BUILD/bench/speed_bench" bert_train --warmup 20 --steps 200 --window 20
+    run "bert_train hf-eager #$round" "$PY" "$HERE/hf_reference.py" bert_train --warmup 20 --steps 200 --window 20
+    run "bert_train hf-compile #$round" "$PY" "$HERE/hf_reference.py" bert_train --compile --warmup 30 --steps 200 --window 20
+  done
+fi
+
+# 5. Gradient importance on the LLaMA-7B shape (bf16 weights, 32 x 2048 tokens): seconds, peak memory.
+if [[ $CASES == *importance* ]]; then
+  run "grad_importance head_gradient 7B" "$BUILD/bench/speed_bench" grad_importance --estimator head_gradient --micro-batch 2
+fi
+
+# 4. Calibration statistics (activation / FLAP / AMP) on the 1.1B shape, 128 x 2048 tokens.
+if [[ $CASES == *calibration* ]]; then
+  run "calibration 1.1B" "$BUILD/bench/calibration_bench" --estimators activation,fluctuation,projection
+fi
+
+# 2-3. Evaluation forward (LLaMA 1.1B) and BERT inference, dense and pruned by surgery.
+[[ $CASES == *eval* ]] && for round in $(seq "$ROUNDS"); do
   for pruned in "" "--pruned"; do
     run "llama_eval secateur $pruned #$round" "$BUILD/bench/speed_bench" llama_eval $pruned
     run "llama_eval hf $pruned #$round" "$PY" "$HERE/hf_reference.py" llama_eval $pruned --steps 60 --window 10 --warmup 10

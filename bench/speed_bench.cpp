@@ -4,6 +4,8 @@
 //   speed_bench llama_eval [--pruned]   LLaMA-shaped 1.1B decoder, evaluation forward with loss,
 //                                       batch 8 × 2048, bf16: tokens/s and MFU
 //   speed_bench bert_infer [--pruned]   BERT-base classifier inference, batch 32 × 128, bf16
+//   speed_bench bert_train              BERT-base classifier training step through train::Trainer
+//                                       (AdamW, bf16 autocast), batch 32 × 128: samples/s
 //   speed_bench grad_importance         head_gradient (or --estimator taylor) scores of heads, KV
 //                                       groups and FFN neurons on a LLaMA-7B-shaped model (bf16
 //                                       weights), 32 × 2048 tokens in micro-batches of
@@ -35,6 +37,7 @@
 #include "model/model.h"
 #include "surgery/masks.h"
 #include "surgery/surgery.h"
+#include "train/trainer.h"
 
 namespace {
 
@@ -170,6 +173,53 @@ json bert_infer(const Args& a) {
           {"peak_mem_gb", eval::peak_memory_bytes(device) / double(1 << 30)}};
 }
 
+// The same random batch every step: the benchmark times the step, not the data.
+class FixedBatches : public train::BatchSource {
+ public:
+  explicit FixedBatches(data::Batch batch) : batch_(std::move(batch)) {}
+  int64_t batches_per_epoch() const override { return 1 << 20; }
+  data::Batch batch(int64_t, int64_t) const override { return batch_; }
+  std::string describe() const override { return "random token ids"; }
+
+ private:
+  data::Batch batch_;
+};
+
+json bert_train(const Args& a) {
+  torch::manual_seed(0);
+  const model::ModelConfig config = model::ModelConfig::from_json(bert_config(a.tiny), "bench config");
+  const torch::Device device(a.device);
+  auto model = model::build_model(config, torch::TensorOptions().dtype(torch::kFloat32).device(device));
+  const int64_t b = a.tiny ? 4 : 32, t = a.tiny ? 32 : 128;
+  data::Batch batch;
+  batch.input_ids = torch::randint(0, config.vocab_size, {b, t}, torch::kLong).to(device);
+  batch.attention_mask = torch::ones_like(batch.input_ids);
+  batch.labels = torch::randint(0, config.num_labels, {b}, torch::kLong).to(device);
+  auto source = std::make_shared<FixedBatches>(batch);
+  auto train_steps = [&](int64_t steps) {
+    train::TrainOptions o;
+    o.steps = steps;
+    o.bf16 = device.is_cuda();
+    o.optimizer.lr = 1e-5;
+    o.schedule.kind = train::ScheduleKind::constant;
+    o.log_every = steps;  // one host sync at the end, as in the HF loop
+    o.label = "bench";
+    train::Trainer trainer(*model, o, source);
+    eval::synchronize(device);
+    const auto t0 = std::chrono::steady_clock::now();
+    trainer.run();
+    eval::synchronize(device);
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / steps;
+  };
+  train_steps(a.warmup);
+  eval::reset_peak_memory(device);
+  std::vector<double> per_step;
+  for (int64_t w = 0; w < std::max<int64_t>(1, a.steps / a.window); ++w) per_step.push_back(train_steps(a.window));
+  const double s = eval::median(per_step);
+  return {{"samples_per_s", b / s}, {"step_ms", s * 1e3}, {"windows", per_step.size()},
+          {"params", total_parameters(*model)}, {"peak_mem_gb", eval::peak_memory_bytes(device) / double(1 << 30)}};
+}
+
 json grad_importance(const Args& a) {
   const json config_json = a.tiny ? llama_config(true) : llama7b_config(false);
   torch::manual_seed(0);
@@ -208,7 +258,7 @@ json grad_importance(const Args& a) {
 }
 
 int usage() {
-  std::cerr << "usage: speed_bench llama_eval|bert_infer|grad_importance [--pruned] [--tiny] [--device cpu|cuda]\n"
+  std::cerr << "usage: speed_bench llama_eval|bert_infer|bert_train|grad_importance [--pruned] [--tiny] [--device cpu|cuda]\n"
                "                   [--warmup N] [--steps N] [--window N] [--estimator NAME] [--micro-batch N]\n";
   return 2;
 }
@@ -244,6 +294,7 @@ int main(int argc, char** argv) {
   if (a.case_name == "llama_eval") result = llama_eval(a);
   else if (a.case_name == "bert_infer") result = bert_infer(a);
   else if (a.case_name == "grad_importance") result = grad_importance(a);
+  else if (a.case_name == "bert_train") result = bert_train(a);
   else return usage();
   result["system"] = "secateur";
   result["case"] = a.case_name;
