@@ -123,7 +123,9 @@ recipe::SchemaBuilder train_schema() {
           ->field("projection_lr", Schema::number(), "Its learning rate (< 0 = optimizer.lr).", "-1");
   auto distill =
       Schema::structure()
-          ->field("teacher", Schema::string(), "dense = the model as this stage starts (a copy), or a model path.", "dense")
+          // Required: every other key has a default, and an option group whose keys all have
+          // defaults is filled in when absent — distillation would then always be on.
+          ->required("teacher", Schema::string(), "dense = the model as this stage starts (a copy), or a model path.")
           ->field("alpha", Schema::number()->min(0), "Weight of the logit KD loss T²·KL(p_t ‖ p_s) (0 = none).", "0.5")
           ->field("temperature", Schema::number()->min(0, true), "Softmax temperature T.", "2")
           ->field("task_weight", Schema::number(), "Weight of the task loss (< 0 = 1 − alpha).", "-1")

@@ -110,6 +110,18 @@ TEST(TrainCli, StoppedThenResumedEqualsUninterruptedBitwise) {
   expect_same_weights(part, full);
 }
 
+// Distillation runs only when the recipe asks for it (distill: {teacher: ...}).
+TEST(TrainCli, DistillsOnlyWhenAsked) {
+  const std::string plain = temp("plain"), distilled = temp("distilled");
+  auto r = cli("run " + write_recipe("plain", gpt2_recipe(2, "", 0, 0)) + " --out " + plain);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_EQ(fs::read_file(plain + "/metrics.jsonl").find("distill"), std::string::npos);
+  r = cli("run " + write_recipe("distilled", gpt2_recipe(2, "      distill: {teacher: dense, alpha: 0.5}\n", 0, 0)) +
+          " --out " + distilled);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(fs::read_file(distilled + "/metrics.jsonl").find("distill_kd"), std::string::npos);
+}
+
 TEST(TrainCli, SigtermSavesACheckpointExitsZeroAndResumes) {
   const std::string dir = temp("sigterm");
   const int64_t total = 300;
