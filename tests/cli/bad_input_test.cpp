@@ -17,26 +17,18 @@
 #include <string>
 
 #include "util/fs.h"
+#include "support/shell.h"
 
 namespace fsys = secateur::fs;  // POSIX: std::filesystem crashes against the torch wheel
 
 namespace {
 
-struct Result {
-  int code;
-  std::string output;  // stdout and stderr together
-};
+using Result = secateur::testing::ShellResult;
 
 // `prefix`: a command the binary runs under (e.g. setpriv to drop root).
 Result run(const std::string& args, const std::string& prefix = "") {
-  const std::string cmd = prefix + SECATEUR_BINARY + " " + args + " 2>&1";
-  FILE* pipe = ::popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), pipe)) > 0) out.append(buf.data(), n);
-  const int status = ::pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+  const std::string cmd = prefix + SECATEUR_BINARY + " " + args;
+  return secateur::testing::shell(cmd);
 }
 
 const std::string kFixtures = SECATEUR_FIXTURES;

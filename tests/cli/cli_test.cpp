@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "util/fs.h"
+#include "support/shell.h"
 #include <sys/wait.h>
 
 #include <array>
@@ -13,21 +14,9 @@ namespace fsys = secateur::fs;  // POSIX: std::filesystem crashes against the to
 
 namespace {
 
-struct Result {
-  int code;
-  std::string output;  // stdout and stderr together
-};
+using Result = secateur::testing::ShellResult;
 
-Result run(const std::string& args) {
-  std::string cmd = std::string(SECATEUR_BINARY) + " " + args + " 2>&1";
-  FILE* pipe = ::popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), pipe)) > 0) out.append(buf.data(), n);
-  int status = ::pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
+Result run(const std::string& args) { return secateur::testing::run_secateur(args); }
 
 std::string temp_path(const std::string& tag) {
   return fsys::join(fsys::temp_directory(), "secateur-cli-" + tag + "-" + std::to_string(::getpid()));

@@ -21,6 +21,7 @@
 
 #include "io/weights.h"
 #include "util/fs.h"
+#include "support/shell.h"
 
 extern char** environ;
 
@@ -29,20 +30,11 @@ using json = nlohmann::json;
 
 namespace {
 
-struct Result {
-  int code;
-  std::string output;
-};
+using Result = secateur::testing::ShellResult;
 
 Result run(const std::string& args) {
-  const std::string cmd = std::string(SECATEUR_BINARY) + " " + args + " 2>&1";
-  FILE* pipe = ::popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), pipe)) > 0) out.append(buf.data(), n);
-  const int status = ::pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+  const std::string cmd = std::string(SECATEUR_BINARY) + " " + args;
+  return secateur::testing::shell(cmd);
 }
 
 struct Scratch {

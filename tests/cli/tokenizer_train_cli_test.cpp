@@ -9,25 +9,17 @@
 #include <cstdio>
 
 #include "util/fs.h"
+#include "support/shell.h"
 
 namespace fsys = secateur::fs;
 
 namespace {
 
-struct Result {
-  int code;
-  std::string output;
-};
+using Result = secateur::testing::ShellResult;
 
 Result run(const std::string& env, const std::string& args) {
-  const std::string cmd = env + " " + std::string(SECATEUR_BINARY) + " " + args + " 2>&1";
-  FILE* pipe = ::popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), pipe)) > 0) out.append(buf.data(), n);
-  const int status = ::pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+  const std::string cmd = env + " " + std::string(SECATEUR_BINARY) + " " + args;
+  return secateur::testing::shell(cmd);
 }
 
 }  // namespace

@@ -12,24 +12,16 @@
 #include <set>
 
 #include "util/fs.h"
+#include "support/shell.h"
 
 namespace fsys = secateur::fs;
 
 namespace {
 
-struct Result {
-  int code;
-  std::string output;
-};
+using Result = secateur::testing::ShellResult;
 
 Result shell(const std::string& cmd) {
-  FILE* pipe = ::popen((cmd + " 2>&1").c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), pipe)) > 0) out.append(buf.data(), n);
-  const int status = ::pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+  return secateur::testing::shell(cmd);
 }
 
 struct Scratch {

@@ -18,29 +18,21 @@
 
 #include "io/weights.h"
 #include "util/fs.h"
+#include "support/shell.h"
 
 namespace secateur::train {
 namespace {
 
 using json = nlohmann::json;
 
-struct Result {
-  int code;
-  std::string output;
-};
+using Result = secateur::testing::ShellResult;
 
 // Runs from the source tree (recipes name repository paths, as README's commands do), with the
 // token cache in a scratch directory.
 Result cli(const std::string& args) {
   const std::string cmd = "cd " + std::string(SECATEUR_SOURCE_DIR) + " && SECATEUR_CACHE_DIR=" + fs::temp_directory() +
-                          "/secateur-train-cli-cache " + std::string(SECATEUR_BINARY) + " " + args + " 2>&1";
-  FILE* pipe = ::popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), pipe)) > 0) out.append(buf.data(), n);
-  const int status = ::pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+                          "/secateur-train-cli-cache " + std::string(SECATEUR_BINARY) + " " + args;
+  return secateur::testing::shell(cmd);
 }
 
 std::string temp(const std::string& tag) {
