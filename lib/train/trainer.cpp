@@ -15,6 +15,7 @@
 #include "eval/loss.h"
 #include "io/weights.h"
 #include "train/checkpoint.h"
+#include "train/train_state.h"
 #include "util/error.h"
 #include "util/fs.h"
 #include "util/log.h"
@@ -25,20 +26,6 @@ namespace secateur::train {
 namespace {
 
 using json = nlohmann::json;
-
-// The C++ optimisers key their per-parameter state by the parameter's TensorImpl: as the
-// pointer's text in LibTorch 1.x (c10::guts::to_string), as the pointer itself in 2.x.
-template <class Map>
-typename Map::key_type state_key(const Map&, const torch::Tensor& p) {
-  using Key = typename Map::key_type;
-  if constexpr (std::is_same<Key, std::string>::value) {
-    std::ostringstream s;
-    s << p.unsafeGetTensorImpl();
-    return s.str();
-  } else {
-    return static_cast<Key>(p.unsafeGetTensorImpl());
-  }
-}
 
 // bf16 autocast of CUDA ops for the forward pass and loss (the backward runs in the forward's
 // dtypes). The per-device API replaced the CUDA-only one in LibTorch 2.4.
@@ -247,7 +234,7 @@ struct Trainer::Impl {
     if (!device.is_cuda()) {
       // What a checkpoint of "before this step" needs if this step's loss turns out non-finite.
       step_start_position = position;
-      step_start_rng = rng_tensors();
+      step_start_rng = state::rng_tensors();
     }
     for (int64_t k = 0; k < options.grad_accumulation; ++k) {
       const data::Batch b = next_batch().to(device);
@@ -373,90 +360,6 @@ struct Trainer::Impl {
 
   // ---- checkpoints ------------------------------------------------------------------------
 
-  io::TensorMap optimizer_tensors(json& steps) const {
-    io::TensorMap out;
-    auto& state = optimizer->state();
-    for (size_t i = 0; i < all_params.size(); ++i) {
-      auto it = state.find(state_key(state, all_params[i]));
-      if (it == state.end()) continue;
-      const std::string k = "p" + std::to_string(i) + ".";
-      if (options.optimizer.kind == OptimizerKind::adamw) {
-        auto& s = static_cast<torch::optim::AdamWParamState&>(*it->second);
-        out[k + "exp_avg"] = s.exp_avg();
-        out[k + "exp_avg_sq"] = s.exp_avg_sq();
-        steps[std::to_string(i)] = s.step();
-      } else {
-        auto& s = static_cast<torch::optim::SGDParamState&>(*it->second);
-        out[k + "momentum_buffer"] = s.momentum_buffer();
-        steps[std::to_string(i)] = 0;
-      }
-    }
-    return out;
-  }
-
-  void load_optimizer(const io::TensorMap& t, const json& steps) {
-    auto& state = optimizer->state();
-    state.clear();
-    const auto device = model.device();
-    for (size_t i = 0; i < all_params.size(); ++i) {
-      const std::string si = std::to_string(i);
-      if (!steps.contains(si)) continue;
-      const std::string k = "p" + si + ".";
-      auto get = [&](const std::string& name) {
-        auto it = t.find(k + name);
-        if (it == t.end()) throw UserError("checkpoint: optimizer.safetensors lacks " + k + name);
-        return it->second.to(all_params[i].device()).clone();
-      };
-      (void)device;
-      if (options.optimizer.kind == OptimizerKind::adamw) {
-        auto s = std::make_unique<torch::optim::AdamWParamState>();
-        s->step(steps[si].get<int64_t>());
-        s->exp_avg(get("exp_avg"));
-        s->exp_avg_sq(get("exp_avg_sq"));
-        state[state_key(state, all_params[i])] = std::move(s);
-      } else {
-        auto s = std::make_unique<torch::optim::SGDParamState>();
-        s->momentum_buffer(get("momentum_buffer"));
-        state[state_key(state, all_params[i])] = std::move(s);
-      }
-    }
-  }
-
-  static std::vector<torch::Device> cuda_devices() {
-    std::vector<torch::Device> out;
-    if (torch::cuda::is_available())
-      for (int64_t i = 0; i < static_cast<int64_t>(torch::cuda::device_count()); ++i)
-        out.emplace_back(torch::kCUDA, static_cast<c10::DeviceIndex>(i));
-    return out;
-  }
-
-  io::TensorMap rng_tensors() const {
-    io::TensorMap out;
-    {
-      auto gen = at::globalContext().defaultGenerator(torch::kCPU);
-      std::lock_guard<std::mutex> lock(gen.mutex());
-      out["rng.cpu"] = gen.get_state();
-    }
-    for (const auto& d : cuda_devices()) {
-      auto gen = at::globalContext().defaultGenerator(d);
-      std::lock_guard<std::mutex> lock(gen.mutex());
-      out["rng.cuda" + std::to_string(d.index())] = gen.get_state();
-    }
-    return out;
-  }
-
-  void load_rng(const io::TensorMap& t) {
-    auto set = [&](const torch::Device& d, const std::string& key) {
-      auto it = t.find(key);
-      if (it == t.end()) return;
-      auto gen = at::globalContext().defaultGenerator(d);
-      std::lock_guard<std::mutex> lock(gen.mutex());
-      gen.set_state(it->second.contiguous());
-    };
-    set(torch::kCPU, "rng.cpu");
-    for (const auto& d : cuda_devices()) set(d, "rng.cuda" + std::to_string(d.index()));
-  }
-
   static json metrics_json(const StepMetrics& m) {
     json j = json::object();
     for (const auto& [k, v] : m) j[k] = v;
@@ -475,7 +378,7 @@ struct Trainer::Impl {
     const std::string temp = checkpoint::begin(checkpoint_dir, step);
     io::write_safetensors(fs::join(temp, "model.safetensors"), model.state_dict_hf());
     json opt_steps = json::object();
-    io::write_safetensors(fs::join(temp, "optimizer.safetensors"), optimizer_tensors(opt_steps));
+    io::write_safetensors(fs::join(temp, "optimizer.safetensors"), state::optimizer_tensors(*optimizer, all_params, options.optimizer.kind, opt_steps));
     io::TensorMap ext_tensors;
     json ext_state = json::object();
     for (const auto& e : extensions) {
@@ -486,7 +389,7 @@ struct Trainer::Impl {
       ext_state[e->name()] = s;
     }
     io::write_safetensors(fs::join(temp, "extensions.safetensors"), ext_tensors);
-    io::TensorMap trainer_tensors = rng ? *rng : rng_tensors();
+    io::TensorMap trainer_tensors = rng ? *rng : state::rng_tensors();
     trainer_tensors["window.loss"] = window_loss;
     trainer_tensors["window.tokens"] = window_tokens;
     io::write_safetensors(fs::join(temp, "trainer.safetensors"), trainer_tensors);
@@ -527,7 +430,8 @@ struct Trainer::Impl {
       torch::NoGradGuard no_grad;
       model.load_state(weights, path + "/model.safetensors");
     }
-    load_optimizer(io::load_safetensors(fs::join(path, "optimizer.safetensors")), j.at("optimizer_steps"));
+    state::load_optimizer(*optimizer, all_params, options.optimizer.kind,
+                          io::load_safetensors(fs::join(path, "optimizer.safetensors")), j.at("optimizer_steps"));
     const auto ext_tensors = io::load_safetensors(fs::join(path, "extensions.safetensors"));
     for (const auto& e : extensions) {
       io::TensorMap mine;
@@ -537,7 +441,7 @@ struct Trainer::Impl {
       e->load(mine, j.at("extensions").value(e->name(), json::object()));
     }
     const auto trainer_tensors = io::load_safetensors(fs::join(path, "trainer.safetensors"));
-    load_rng(trainer_tensors);
+    state::load_rng(trainer_tensors);
     window_loss = trainer_tensors.at("window.loss").to(model.device()).clone();
     window_tokens = trainer_tensors.at("window.tokens").to(model.device()).clone();
     step = j.at("step").get<int64_t>();
