@@ -2,8 +2,6 @@
 
 #include <torch/version.h>
 
-#include <ATen/autocast_mode.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -14,6 +12,7 @@
 
 #include "eval/loss.h"
 #include "io/weights.h"
+#include "train/autocast.h"
 #include "train/checkpoint.h"
 #include "train/train_state.h"
 #include "util/error.h"
@@ -26,37 +25,6 @@ namespace secateur::train {
 namespace {
 
 using json = nlohmann::json;
-
-// bf16 autocast of CUDA ops for the forward pass and loss (the backward runs in the forward's
-// dtypes). The per-device API replaced the CUDA-only one in LibTorch 2.4.
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-#define SECATEUR_AUTOCAST_PER_DEVICE 1
-#endif
-class AutocastScope {
- public:
-  explicit AutocastScope(bool on) : on_(on) {
-    if (!on_) return;
-#ifdef SECATEUR_AUTOCAST_PER_DEVICE
-    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
-    at::autocast::set_autocast_enabled(at::kCUDA, true);
-#else
-    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
-    at::autocast::set_enabled(true);
-#endif
-  }
-  ~AutocastScope() {
-    if (!on_) return;
-#ifdef SECATEUR_AUTOCAST_PER_DEVICE
-    at::autocast::set_autocast_enabled(at::kCUDA, false);
-#else
-    at::autocast::set_enabled(false);
-#endif
-    at::autocast::clear_cache();
-  }
-
- private:
-  bool on_;
-};
 
 bool matches_any(const std::string& name, const std::vector<std::regex>& patterns) {
   for (const auto& p : patterns)
