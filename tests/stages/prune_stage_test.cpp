@@ -15,35 +15,16 @@
 #include "surgery/masks.h"
 #include "util/error.h"
 #include "util/fs.h"
+#include "stages/recipe_run.h"
 
 namespace secateur::stages {
 namespace {
 
-// Recipes name paths relative to the repository root, as a user runs them from there.
-struct InSourceDir {
-  InSourceDir() { EXPECT_EQ(::chdir(SECATEUR_SOURCE_DIR), 0); }
-};
+using testing::InSourceDir;
+using testing::run_recipe;
+using testing::stage_results;
 
-std::string out_dir(const std::string& tag) {
-  const std::string p = fs::join(fs::temp_directory(), "secateur-prune-" + tag + "-" + std::to_string(::getpid()));
-  fs::remove_all(p);
-  return p;
-}
-
-nlohmann::json run_recipe(const std::string& path, const std::vector<std::string>& overrides, const std::string& out) {
-  torch::set_num_threads(2);
-  const recipe::Recipe r = recipe::load_recipe(path, overrides, *registry().recipe_schema());
-  run::RunOptions o;
-  o.out = out;
-  run::execute(r, registry(), o);
-  return nlohmann::json::parse(fs::read_file(fs::join(out, "report.json")));
-}
-
-nlohmann::json stage_results(const nlohmann::json& report, const std::string& kind) {
-  for (const auto& s : report["stages"])
-    if (s["kind"] == kind) return s["results"];
-  return {};
-}
+std::string out_dir(const std::string& tag) { return testing::out_dir("prune-" + tag); }
 
 // The export loads back, has the pruned shape, and computes finite logits.
 std::shared_ptr<model::Model> check_export(const std::string& out) {
