@@ -10,6 +10,10 @@ PKGS=(
   build-essential cmake ninja-build ccache pkg-config git
   # LibTorch 1.13 (CPU) and the libraries secateur links
   libtorch-dev libyaml-cpp-dev libspdlog-dev libfmt-dev
+  # Debian's LibTorch calls BLAS through libblas.so.3, which is netlib's reference sgemm unless an
+  # optimised one is installed: OpenBLAS (OpenMP build, as LibTorch's own threads are OpenMP)
+  # makes CPU forward passes ~10x faster (perf: 70% of an eval's time was reference sgemm_)
+  libopenblas0-openmp
   # the Gloo (CPU) backend of data parallelism: headers of the gloo that LibTorch links
   libgloo-dev
   libsentencepiece-dev sentencepiece
