@@ -6,16 +6,11 @@
 //   gates      z_head (per head; per key/value group in the llama family, whose groups must keep
 //              equal query heads), z_int (per FFN neuron), z_hidden (per hidden dim, shared by all
 //              layers), z_MHA and z_FFN (per layer, a whole attention / MLP block)
-//   size       Ŝ = Σ_l E[z_MHA]·Σ_u E[z_u]·(M_u·h̄ + V_u)  +  Σ_l E[z_FFN]·Σ_i E[z_i]·(M_i·h̄ + V_i)
-//              with E[z] = P(z ≠ 0) (Hard-Concrete eq. 12), h̄ = Σ_d E[z_d] / hidden the expected kept
-//              fraction of hidden dims, M the unit's matrix parameters (which all span the hidden
-//              size: q/k/v rows, o columns, up/gate rows, down columns) and V its bias entries. This is
-//              CoFi's l0_module count (heads × per-head params scaled by the kept hidden fraction,
-//              block gates multiplying their units) with biases counted exactly instead of dropped.
-//   sparsity   ŝ = 1 − Ŝ / S, S = the same count with every gate open (the prunable size: attention
-//              and MLP unit parameters; embeddings and norms are not counted, as in CoFi)
+//   size       Ŝ, the expected size under the gates' open probabilities, and the sparsity
+//              ŝ = 1 − Ŝ / S (methods/structured_gates.h: CoFi's l0_module count, biases counted
+//              exactly instead of dropped)
 //   loss       λ1·(ŝ − t) + λ2·(ŝ − t)², λ1 and λ2 trained by gradient ascent (appendix A), the target
-//              t = t0 + (t_final − t0)·min(1, step / warm-up) ramped linearly (CoFi's lagrangian_warmup)
+//              t ramped linearly from t0 over the warm-up (CoFi's lagrangian_warmup)
 //   masks      per layer and structure, keep the round(Σ E[z]) gates of largest log α (CoFi's
 //              deterministic z, after FLOP's hardconcrete); a block stays when E[z] ≥ 0.5; a block
 //              left with no unit goes. Evaluation gates are these masks as 0/1 gates, so the
@@ -25,6 +20,7 @@
 #include <vector>
 
 #include "methods/hard_concrete.h"
+#include "methods/structured_gates.h"
 #include "model/model.h"
 #include "surgery/masks.h"
 #include "train/extension.h"
@@ -47,10 +43,7 @@ struct CofiOptions {
 };
 
 // Probabilities (or 0/1 indicators) per gate, laid out as the gates: undefined = open (1).
-struct CofiGateValues {
-  std::vector<torch::Tensor> units, ffn, attn, mlp;  // per layer: [units], [neurons], scalar, scalar
-  torch::Tensor hidden;                               // [hidden]
-};
+using CofiGateValues = GateValues;
 
 class Cofi : public train::Extension {
  public:
@@ -66,15 +59,17 @@ class Cofi : public train::Extension {
 
   // The gates' log α, laid out as CofiGateValues (undefined where that gate does not exist).
   CofiGateValues& log_alpha() { return log_alpha_; }
-  torch::Tensor& lambda1() { return lambda1_; }
-  torch::Tensor& lambda2() { return lambda2_; }
+  torch::Tensor& lambda1() { return lagrangian_.lambda1(); }
+  torch::Tensor& lambda2() { return lagrangian_.lambda2(); }
 
   CofiGateValues open_probabilities() const;  // P(z ≠ 0) per gate, differentiable
-  torch::Tensor expected_size(const CofiGateValues& values) const;  // Ŝ (fp64 scalar)
-  double prunable_size() const { return total_; }                    // S
-  torch::Tensor expected_sparsity() const;                           // ŝ = 1 − Ŝ(P(z ≠ 0)) / S
-  double target_at(int64_t step) const;                              // t at an optimiser step
-  torch::Tensor lagrangian(const torch::Tensor& expected_sparsity, double target) const;
+  torch::Tensor expected_size(const CofiGateValues& values) const { return size_.expected(values); }  // Ŝ (fp64)
+  double prunable_size() const { return size_.total(); }                                             // S
+  torch::Tensor expected_sparsity() const;  // ŝ = 1 − Ŝ(P(z ≠ 0)) / S
+  double target_at(int64_t step) const { return lagrangian_.target_at(step); }
+  torch::Tensor lagrangian(const torch::Tensor& expected_sparsity, double target) const {
+    return lagrangian_.term(expected_sparsity, target);
+  }
 
   // CoFi's deterministic masks, the 0/1 indicators they set, and the gates that apply them.
   surgery::Masks masks() const;
@@ -82,17 +77,15 @@ class Cofi : public train::Extension {
   model::Gates eval_gates() const;
 
  private:
-  bool grouped() const { return config_.family == model::Family::llama; }
+  bool grouped() const { return grouped_units(config_); }
   torch::Tensor init(std::vector<int64_t> shape, double mean) const;
-  void build_size_model(const model::Model& model);
 
   model::ModelConfig config_;
+  torch::Device device_;
   CofiOptions options_;
   CofiGateValues log_alpha_;
-  torch::Tensor lambda1_, lambda2_;
-  // Per layer and unit (head or key/value group) / neuron: matrix and bias parameter counts (fp64).
-  std::vector<torch::Tensor> unit_matrix_, unit_vector_, ffn_matrix_, ffn_vector_;
-  double total_ = 0;
+  SizeModel size_;
+  SparsityLagrangian lagrangian_;
 };
 
 }  // namespace secateur::methods
