@@ -66,6 +66,8 @@ std::string safe_name(const std::string& text) {
   return out;
 }
 
+std::string point_dir(const Sweep& sweep, const SweepPoint& point) { return fs::join(sweep.dir, point.name); }
+
 }  // namespace
 
 std::vector<SweepPoint> expand(const std::vector<GridAxis>& axes) {
@@ -121,7 +123,7 @@ Sweep plan_sweep(const SweepOptions& o, const recipe::Registry& registry) {
   nlohmann::json manifest = {{"recipe", o.recipe_path}, {"overrides", o.base_overrides}, {"points", nlohmann::json::array()}};
   for (const auto& axis : o.axes) manifest["grid"][axis.key] = axis.values;
   for (const auto& p : sweep.points)
-    manifest["points"].push_back({{"name", p.name}, {"overrides", p.overrides}, {"run_dir", fs::join(sweep.dir, p.name)}});
+    manifest["points"].push_back({{"name", p.name}, {"overrides", p.overrides}, {"run_dir", point_dir(sweep, p)}});
   fs::write_atomic(fs::join(sweep.dir, "sweep.json"), manifest.dump(2) + "\n");
   return sweep;
 }
@@ -130,7 +132,7 @@ std::string point_command(const SweepOptions& o, const Sweep& sweep, const Sweep
   std::string cmd = shell_quote(o.binary) + " run " + shell_quote(o.recipe_path);
   for (const auto& s : o.base_overrides) cmd += " --set " + shell_quote(s);
   for (const auto& s : p.overrides) cmd += " --set " + shell_quote(s);
-  return cmd + " --out " + shell_quote(fs::join(sweep.dir, p.name));
+  return cmd + " --out " + shell_quote(point_dir(sweep, p));
 }
 
 int run_local(const SweepOptions& o, const Sweep& sweep, const recipe::Registry& registry) {
@@ -139,7 +141,7 @@ int run_local(const SweepOptions& o, const Sweep& sweep, const recipe::Registry&
     const auto& p = sweep.points[i];
     log::info("sweep point " + std::to_string(i + 1) + "/" + std::to_string(sweep.points.size()) + ": " + p.name);
     RunOptions ro;
-    ro.out = fs::join(sweep.dir, p.name);
+    ro.out = point_dir(sweep, p);
     ro.command_line = point_command(o, sweep, p);
     try {
       execute(sweep.recipes[i], registry, ro);
@@ -159,7 +161,11 @@ int run_local(const SweepOptions& o, const Sweep& sweep, const recipe::Registry&
   return static_cast<int>(failed.size());
 }
 
-std::string slurm_script(const SweepOptions& o, const Sweep& sweep, const recipe::Value& slurm) {
+namespace {
+
+// The #SBATCH lines: the job array over the points (`%N` caps how many run at once) and the
+// resources the recipe's `slurm:` section asks for.
+std::string sbatch_header(const SweepOptions& o, const Sweep& sweep, const recipe::Value& slurm) {
   const size_t n = sweep.points.size();
   std::string array = "0-" + std::to_string(n == 0 ? 0 : n - 1);
   const long long cap = slurm.get_int("max_concurrent", 0);
@@ -167,9 +173,12 @@ std::string slurm_script(const SweepOptions& o, const Sweep& sweep, const recipe
   std::string s = "#!/bin/bash\n";
   s += "# secateur sweep of " + o.recipe_path + ": " + std::to_string(n) + " points, one array task each.\n";
   s += "# Submit: sbatch " + fs::join(sweep.dir, "sweep.sbatch") + "   Table: secateur report " + sweep.dir + "\n";
+  s += "# Submitted again (or requeued), a task resumes its point's unfinished run and skips a completed one.\n";
   s += "#SBATCH --job-name=" + safe_name(sweep.recipe_name) + "\n";
   s += "#SBATCH --array=" + array + "\n";
   s += "#SBATCH --output=" + fs::join(sweep.dir, "slurm-%A_%a.out") + "\n";
+  // A requeued task writes to the same file: append, so the interrupted attempt's log survives.
+  s += "#SBATCH --open-mode=append\n";
   auto line = [&](const char* key, const char* flag) {
     std::string v = slurm.get_string(key, "");
     if (!v.empty()) s += std::string("#SBATCH --") + flag + "=" + v + "\n";
@@ -182,17 +191,46 @@ std::string slurm_script(const SweepOptions& o, const Sweep& sweep, const recipe
   if (slurm.get_int("gpus_per_task", 0) > 0) s += "#SBATCH --gpus-per-task=" + std::to_string(slurm.get_int("gpus_per_task", 0)) + "\n";
   if (const auto* extra = slurm.find("extra"); extra && extra->is_list())
     for (const auto& e : extra->items()) s += "#SBATCH " + e.text() + "\n";
-  s += "set -euo pipefail\n";
-  s += "cmd=$(sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" " + shell_quote(fs::join(sweep.dir, "commands.txt")) + ")\n";
+  return s;
+}
+
+// What one array task runs. `exec` makes secateur the batch step's process, so the SIGTERM of a
+// preemption, a time limit, `scontrol requeue` or `scancel --batch --signal=TERM` reaches it
+// directly (it checkpoints and exits 0). A run directory left by an earlier attempt of the task
+// is resumed rather than refused; a completed one (top-level "status" of report.json, written by
+// RunDir::write_report with a two-space indent) is left alone.
+std::string task_body(const SweepOptions& o, const Sweep& sweep) {
+  std::string s = "set -euo pipefail\n";
+  s += "line=$((SLURM_ARRAY_TASK_ID + 1))\n";
+  s += "cmd=$(sed -n \"${line}p\" " + shell_quote(fs::join(sweep.dir, "commands.txt")) + ")\n";
+  s += "run_dir=$(sed -n \"${line}p\" " + shell_quote(fs::join(sweep.dir, "run_dirs.txt")) + ")\n";
+  s += "if [[ -f $run_dir/recipe.resolved.yaml ]]; then\n";
+  s += "  if grep -q '^  \"status\": \"completed\"' \"$run_dir/report.json\" 2>/dev/null; then\n";
+  s += "    echo \"secateur sweep task $SLURM_ARRAY_TASK_ID: $run_dir is already completed\"\n";
+  s += "    exit 0\n";
+  s += "  fi\n";
+  s += "  echo \"secateur sweep task $SLURM_ARRAY_TASK_ID on $(hostname): resuming $run_dir\"\n";
+  s += "  exec " + shell_quote(o.binary) + " run --resume \"$run_dir\"\n";
+  s += "fi\n";
   s += "echo \"secateur sweep task $SLURM_ARRAY_TASK_ID on $(hostname): $cmd\"\n";
   s += "eval \"exec $cmd\"\n";
   return s;
 }
 
+}  // namespace
+
+std::string slurm_script(const SweepOptions& o, const Sweep& sweep, const recipe::Value& slurm) {
+  return sbatch_header(o, sweep, slurm) + task_body(o, sweep);
+}
+
 std::string write_slurm(const SweepOptions& o, const Sweep& sweep, const recipe::Value& slurm) {
-  std::string commands;
-  for (const auto& p : sweep.points) commands += point_command(o, sweep, p) + "\n";
+  std::string commands, run_dirs;
+  for (const auto& p : sweep.points) {
+    commands += point_command(o, sweep, p) + "\n";
+    run_dirs += point_dir(sweep, p) + "\n";
+  }
   fs::write_atomic(fs::join(sweep.dir, "commands.txt"), commands);
+  fs::write_atomic(fs::join(sweep.dir, "run_dirs.txt"), run_dirs);
   const std::string path = fs::join(sweep.dir, "sweep.sbatch");
   fs::write_atomic(path, slurm_script(o, sweep, slurm));
   return path;

@@ -57,10 +57,13 @@ std::string point_command(const SweepOptions& options, const Sweep& sweep, const
 int run_local(const SweepOptions& options, const Sweep& sweep, const recipe::Registry& registry);
 
 // Text of the SLURM batch script: #SBATCH lines from the recipe's `slurm:` section, a job array
-// over the points (`%N` caps concurrency when slurm.max_concurrent is set), each task running its
-// point's command from sweep/commands.txt.
+// over the points (`%N` caps concurrency when slurm.max_concurrent is set), each task exec'ing its
+// point's command from sweep/commands.txt — or, when its run directory (sweep/run_dirs.txt)
+// already holds an unfinished run (a requeued or resubmitted task), `secateur run --resume` on it;
+// a completed run is skipped.
 std::string slurm_script(const SweepOptions& options, const Sweep& sweep, const recipe::Value& slurm);
-// Writes commands.txt and sweep.sbatch into the sweep directory; returns the script's path.
+// Writes commands.txt, run_dirs.txt and sweep.sbatch into the sweep directory; returns the
+// script's path.
 std::string write_slurm(const SweepOptions& options, const Sweep& sweep, const recipe::Value& slurm);
 // Runs `sbatch --parsable SCRIPT` (from the current directory, which becomes the jobs' working
 // directory), appends the job id to <sweep>/slurm_jobs.txt and returns it. Throws UserError when

@@ -3,10 +3,12 @@
 
 #include <cstdlib>
 
+#include "run/run_dir.h"
 #include "run/run_state.h"
 #include "run/sweep.h"
 #include "util/error.h"
 #include "util/fs.h"
+#include "support/shell.h"
 
 using namespace secateur;
 
@@ -132,6 +134,77 @@ TEST(Sweep, SlurmScriptMatchesTheGoldenFile) {
             "/opt/secateur/bin/secateur run recipes/cofi.yaml --set stages.0.prune.sparsity=0.7 --out runs/cofi-kjv-sweep/sparsity=0.7");
   fs::remove_all(o.out);
   fs::remove_all(recipe);
+}
+
+// Without a `slurm:` section the script asks for nothing (the cluster's defaults) and lets every
+// point run at once: no `%N` on --array.
+TEST(Sweep, SlurmScriptWithoutASectionUsesTheClusterDefaults) {
+  const std::string recipe = fs::join(fs::temp_directory(), "secateur-sweep-d-" + std::to_string(::getpid()) + ".yaml");
+  fs::write_atomic(recipe, "name: plain\nstages: [prune: {}]\n");
+  run::SweepOptions o;
+  o.recipe_path = recipe;
+  o.axes = {run::parse_grid("seed=[0,1,2]")};
+  o.out = temp("defaults");
+  auto sweep = run::plan_sweep(o, sweep_registry());
+  const std::string script = run::slurm_script(o, sweep, recipe::Value::map());
+  EXPECT_NE(script.find("\n#SBATCH --array=0-2\n"), std::string::npos) << script;  // no %N cap
+  for (const char* flag : {"--partition", "--account", "--time", "--mem", "--cpus-per-task", "--gpus-per-task"})
+    EXPECT_EQ(script.find(flag), std::string::npos) << flag << " in\n" << script;
+  fs::remove_all(o.out);
+  fs::remove_all(recipe);
+}
+
+namespace {
+
+// Runs array task `task` of the written script with bash, as slurmd would (SLURM_ARRAY_TASK_ID set).
+secateur::testing::ShellResult run_task(const std::string& script, int task) {
+  return secateur::testing::shell("SLURM_ARRAY_TASK_ID=" + std::to_string(task) + " bash " + run::shell_quote(script));
+}
+
+// Leaves in `dir` what an earlier attempt of a task leaves: a resolved recipe and a report.json
+// written by RunDir itself (the script reads its top-level "status").
+void leave_run(const std::string& dir, const std::string& status) {
+  run::RunDir run_dir(dir, {});
+  run_dir.write_resolved_recipe("# test", "name: s\n");
+  const nlohmann::json stage = {{"kind", "prune"}, {"status", "done"}};  // a nested "status" the script must not read
+  run_dir.write_report({{"status", status}, {"stages", nlohmann::json::array({stage})}});
+}
+
+}  // namespace
+
+// The task logic of the batch script without a cluster (tests/slurm runs it under SLURM): a new
+// point runs its command, an unfinished run is resumed (a requeued or resubmitted task), a
+// completed one is skipped. A stand-in secateur prints its arguments.
+TEST(Sweep, SlurmTaskRunsNewPointsResumesUnfinishedRunsAndSkipsCompletedOnes) {
+  const std::string dir = temp("task");
+  const std::string fake = fs::join(dir, "bin/fake secateur");  // a space: the script quotes the binary
+  fs::create_directories(fs::join(dir, "bin"));
+  fs::write_atomic(fake, "#!/bin/sh\necho \"fake secateur: $*\"\n");
+  ::chmod(fake.c_str(), 0755);
+  const std::string recipe = fs::join(dir, "r.yaml");
+  fs::write_atomic(recipe, "name: s\nstages: [prune: {}]\n");
+  run::SweepOptions o;
+  o.recipe_path = recipe;
+  o.axes = {run::parse_grid("seed=[0,1,2]")};
+  o.out = fs::join(dir, "sweep");
+  o.binary = fake;
+  auto sweep = run::plan_sweep(o, sweep_registry());
+  const std::string script = run::write_slurm(o, sweep, recipe::Value::map());
+  leave_run(fs::join(o.out, "seed=0"), "completed");
+  leave_run(fs::join(o.out, "seed=1"), "interrupted");
+
+  auto r = run_task(script, 0);
+  EXPECT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("seed=0 is already completed"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("fake secateur:"), std::string::npos) << r.output;
+  r = run_task(script, 1);
+  EXPECT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("fake secateur: run --resume " + fs::join(o.out, "seed=1") + "\n"), std::string::npos) << r.output;
+  r = run_task(script, 2);
+  EXPECT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("fake secateur: run " + recipe + " --set seed=2 --out " + fs::join(o.out, "seed=2") + "\n"),
+            std::string::npos) << r.output;
+  fs::remove_all(dir);
 }
 
 // submit_slurm against a stand-in `sbatch` on PATH (the real one runs in tests/slurm): it passes
