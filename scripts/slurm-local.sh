@@ -40,6 +40,19 @@ alive() {  # alive NAME: the daemon recorded in NAME.pid is running (and is stil
   [[ -r /proc/$pid/comm ]] && [[ $(cat "/proc/$pid/comm") == "$1"* ]]
 }
 
+# Right after `setsid NAME &` the child is still bash, then setsid, before it becomes NAME: wait
+# (up to 10 s on a loaded machine) until it has exec'd, so that `alive` does not take a daemon
+# that is starting for one that died. False when it died without ever becoming NAME.
+started() {  # started NAME PID
+  local comm
+  for _ in $(seq 100); do
+    comm=$(cat "/proc/$2/comm" 2>/dev/null) || return 1
+    [[ $comm == "$1"* ]] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
 install_if_missing() {
   if command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v munged >/dev/null &&
      command -v sbatch >/dev/null; then
@@ -70,7 +83,8 @@ start_munge() {
     --pid-file="$DIR/munge/munged.pid.unused" --log-file="$DIR/munge/munged.log" \
     --seed-file="$DIR/munge/munged.seed" </dev/null >>"$DIR/munge/munged.out" 2>&1 &
   echo $! >"$DIR/munged.pid"
-  for _ in $(seq 50); do
+  started munged $! || true
+  for _ in $(seq 100); do
     [[ -S $DIR/munge/munge.socket ]] && return 0
     alive munged || break
     sleep 0.1
@@ -135,6 +149,7 @@ start_daemon() {  # start_daemon NAME ARGS...: foreground daemon in its own sess
   alive "$name" && return 0
   SLURM_CONF=$CONF setsid "$name" -D -f "$CONF" "$@" </dev/null >>"$DIR/log/$name.out" 2>&1 &
   echo $! >"$DIR/$name.pid"
+  started "$name" $! || true  # a daemon that died is reported by cmd_start's alive check
 }
 
 node_state() { SLURM_CONF=$CONF sinfo -h -N -n "$NODE" -o '%T' 2>/dev/null | head -n1; }
