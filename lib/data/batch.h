@@ -16,9 +16,20 @@ struct Batch {
 
   int64_t size() const { return input_ids.defined() ? input_ids.size(0) : 0; }
 
+  // On a GPU: host tensors go through pinned memory, so the copies are asynchronous, and an
+  // all-ones attention mask is dropped (undefined means "every token visible", which every
+  // consumer accepts): the model then chooses its unmasked attention kernel without reading the
+  // mask back from the device, a host sync per forward pass. Elsewhere the batch is unchanged.
   Batch to(const torch::Device& device) const {
-    auto move = [&](const torch::Tensor& t) { return t.defined() ? t.to(device, /*non_blocking=*/true) : t; };
-    return {move(input_ids), move(attention_mask), move(token_type_ids), move(labels)};
+    const bool to_gpu = device.is_cuda();
+    auto move = [&](const torch::Tensor& t) {
+      if (!t.defined()) return t;
+      if (to_gpu && t.device().is_cpu()) return t.pin_memory().to(device, /*non_blocking=*/true);
+      return t.to(device, /*non_blocking=*/true);
+    };
+    const bool all_visible = to_gpu && attention_mask.defined() && attention_mask.device().is_cpu() &&
+                             attention_mask.all().item<bool>();
+    return {move(input_ids), all_visible ? torch::Tensor() : move(attention_mask), move(token_type_ids), move(labels)};
   }
 };
 

@@ -177,9 +177,15 @@ void set_at(Value& node, const Schema* schema, const std::vector<std::string>& s
     case Schema::Type::List: {
       if (!is_index(seg)) return fail("'" + here + "' is a list: expected an index, got '" + seg + "'");
       size_t index = std::stoul(seg);
-      if (!node.is_list() || index >= node.items().size())
-        return fail(here + " has " + std::to_string(node.is_list() ? node.items().size() : 0) +
-                    " item(s); index " + seg + " is out of range");
+      const size_t size = node.is_list() ? node.items().size() : 0;
+      // One past the end appends a whole item (`--set stages.3={eval: {split: test}}` adds a stage).
+      if (last && node.is_list() && index == size) {
+        node.items().push_back(value);
+        return;
+      }
+      if (!node.is_list() || index >= size)
+        return fail(here + " has " + std::to_string(size) + " item(s); index " + seg + " is out of range" +
+                    (index == size ? " (index " + seg + " appends only a whole item: " + here + "." + seg + "={...})" : ""));
       if (last) {
         node.items()[index] = value;
         return;

@@ -183,6 +183,19 @@ TEST(Overrides, AreTypedByTheSchema) {
   EXPECT_EQ(r.tree.at("stages").items()[0].at("eval").at("split").text(), "test");
 }
 
+TEST(Overrides, OnePastTheEndAppendsAWholeListItem) {
+  TempDir dir;
+  auto path = dir.write("r.yaml", "name: n\nmodel: {path: m}\nstages:\n  - prune: {sparsity: 0.3}\n");
+  auto reg = test_registry();
+  Recipe r = load_recipe(path, {"stages.1={eval: {split: test}}", "stages.1.eval.split=validation"}, *reg.recipe_schema());
+  ASSERT_EQ(r.tree.at("stages").items().size(), 2u);
+  EXPECT_EQ(r.tree.at("stages").items()[1].at("eval").at("split").text(), "validation");  // later --set edit it
+  auto errors = load_errors(path, {"stages.1.eval.split=test"});
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0], "--set stages.1.eval.split=test: stages has 1 item(s); index 1 is out of range "
+                       "(index 1 appends only a whole item: stages.1={...})");
+}
+
 TEST(Overrides, BadPathsAndValuesAreErrors) {
   TempDir dir;
   auto path = dir.write("r.yaml", "model: {path: m}\nstages:\n  - eval:\n  - prune: {}\n");
