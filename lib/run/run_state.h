@@ -36,6 +36,9 @@ struct RunState {
   std::string stage_kind;
 
   std::shared_ptr<model::Model> model;  // loaded from the recipe's `model:` section on first use
+  // The model before the run's first pruning stage, kept only when a later stage distils from it
+  // (`distill: {teacher: unpruned}`, stages::remember_unpruned).
+  std::shared_ptr<model::Model> unpruned;
 
   nlohmann::json report;  // written to report.json after every stage
 

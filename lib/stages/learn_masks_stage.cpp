@@ -1,19 +1,23 @@
 // `learn_masks`: learns which structures to remove by training masks with the model (CoFi's
-// Hard-Concrete L0 gates under a Lagrangian sparsity constraint, movement / block movement
-// scores under a cubic schedule, LoRAPrune's LoRA-guided importance), then turns the learned masks
-// into surgery::Masks, prunes physically, checks that the smaller model computes what the
-// masked one did, and records the sparsity and pruning.json as the prune stage does.
+// Hard-Concrete L0 gates under a Lagrangian sparsity constraint, VTrans' VIB gates under the VIB
+// compression term and the same Lagrangian, movement / block movement scores under a cubic
+// schedule, LoRAPrune's LoRA-guided importance), then turns the learned masks into surgery::Masks,
+// prunes physically, checks that the smaller model computes what the masked one did, and records
+// the sparsity and pruning.json as the prune stage does. train.distill trains with distillation
+// from a teacher, as the train stage does (CoFi and VTrans distil from the dense model).
 //
 //   - learn_masks:
 //       method: cofi
 //       target_sparsity: 0.6
 //       cofi: {warmup_steps: 100}
-//       train: {steps: 200, optimizer: {lr: 2.0e-5}}   # the train stage's keys
+//       train: {steps: 200, optimizer: {lr: 2.0e-5}, distill: {teacher: dense}}   # the train stage's keys
 #include <cmath>
 
 #include "methods/cofi.h"
 #include "methods/loraprune.h"
 #include "methods/movement.h"
+#include "methods/vib.h"
+#include "stages/data_access.h"
 #include "model/prunable.h"
 #include "stages/model_access.h"
 #include "stages/stage_kinds.h"
@@ -51,6 +55,34 @@ recipe::SchemaBuilder cofi_schema() {
       ->field("open_log_alpha", Schema::number(), "Initial log α of head, hidden and block gates (open).", "10")
       ->field("gate_lr", Schema::number()->min(0, true), "Learning rate of log α (CoFi's reg_learning_rate).", "0.1")
       ->field("lambda_lr", Schema::number()->min(0, true), "Learning rate of the Lagrange multipliers λ1, λ2 (ascent).", "0.1");
+}
+
+recipe::SchemaBuilder vib_schema() {
+  return Schema::structure()
+      ->field("start_sparsity", Schema::number()->min(0)->max(1, true), "Target at step 0 (t0 of the linear ramp).", "0")
+      ->field("warmup_steps", Schema::integer()->min(0),
+              "Steps over which the target ramps linearly from start_sparsity to target_sparsity (0 = at once).", "0")
+      ->field("heads", Schema::boolean(), "Gate attention heads (key/value groups in the llama family).", "true")
+      ->field("ffn", Schema::boolean(), "Gate FFN neurons.", "true")
+      ->field("hidden", Schema::boolean(), "Gate hidden dims, the embeddings' width (shared by every layer).", "true")
+      ->field("blocks", Schema::boolean(), "Gate whole attention and MLP blocks (VTrans' layer masks).", "true")
+      ->field("constraint", Schema::enumeration({"params", "flops"}),
+              "What target_sparsity is a fraction of: the prunable parameters, or their forward FLOPs per token at "
+              "data.seq_len (attention products included).", "params")
+      ->field("kl_weight", Schema::number()->min(0), "γ of the VIB term γ·Σ ½·log(1 + μ²/σ²) (the authors' kl_factor).", "1e-6")
+      ->field("threshold", Schema::number()->min(0, true), "τ: a gate stays when its α = μ²/σ² exceeds it.", "1")
+      ->field("sharpness", Schema::number()->min(0, true),
+              "β of the keep probability sigmoid(β·(log α − log τ)) in the expected size.", "10")
+      ->field("masks", Schema::enumeration({"threshold", "target"}),
+              "threshold = keep the gates with α > τ (the paper); target = hidden dims and blocks by τ, then remove "
+              "heads and neurons in ascending α until target_sparsity is met exactly.", "threshold")
+      ->field("init_log_variance", Schema::number(), "Initial log σ² of every gate (μ starts at 1).", "-9")
+      ->field("gate_lr", Schema::number()->min(0, true), "Learning rate of μ and log σ².", "0.1")
+      ->field("lambda_lr", Schema::number()->min(0, true), "Learning rate of the Lagrange multipliers λ1, λ2 (ascent).", "0.1")
+      ->field("data_fraction", Schema::number()->min(0, true)->max(1),
+              "Train on this fraction of the training examples (Fast-VTrans: 0.03).", "1")
+      ->field("train_model", Schema::boolean(), "false = only the masks train, the model stays frozen (Faster-VTrans).",
+              "true");
 }
 
 recipe::SchemaBuilder block_schema(const std::string& units, const std::string& units_default,
@@ -93,8 +125,9 @@ recipe::SchemaBuilder loraprune_schema() {
 
 recipe::SchemaBuilder learn_masks_schema() {
   return Schema::structure()
-      ->field("method", Schema::enumeration({"cofi", "movement", "block_movement", "loraprune"}),
-              "cofi = Xia et al. 2022, Hard-Concrete L0 gates on heads, FFN neurons, hidden dims and blocks; movement / "
+      ->field("method", Schema::enumeration({"cofi", "vib", "movement", "block_movement", "loraprune"}),
+              "cofi = Xia et al. 2022, Hard-Concrete L0 gates on heads, FFN neurons, hidden dims and blocks; vib = VTrans "
+              "(Dutta et al. 2024), variational information bottleneck gates on the same structures; movement / "
               "block_movement = Sanh et al. 2020 / Lagunas et al. 2021, learned block scores with a cubic sparsity schedule "
               "(movement uses 1×1 attention blocks unless movement.attention says otherwise); loraprune = Zhang et al. "
               "2023, LoRA-guided importance with iterative pruning (the model is frozen, only adapters train).", "cofi")
@@ -104,10 +137,12 @@ recipe::SchemaBuilder learn_masks_schema() {
       ->field("tolerance", Schema::number()->min(0),
               "The learned masks meet the target when their sparsity is at least target_sparsity − tolerance.", "0.02")
       ->field("cofi", cofi_schema(), "CoFi's options.", "{}")
+      ->field("vib", vib_schema(), "VTrans' options (target_sparsity: of the parameters or FLOPs constraint).", "{}")
       ->field("movement", movement_schema(), "Movement / block movement options (target_sparsity is s_f).", "{}")
       ->field("loraprune", loraprune_schema(), "LoRAPrune's options (target_sparsity: fraction of each layer's heads "
               "and neurons removed).", "{}")
-      ->field("train", train_schema(), "The training loop (the train stage's keys).", "{}");
+      ->field("train", train_schema(), "The training loop (the train stage's keys; distill: trains with distillation).",
+              "{}");
 }
 
 class LearnMasksStage : public recipe::Stage {
@@ -116,6 +151,7 @@ class LearnMasksStage : public recipe::Stage {
 
   void run(run::RunState& state) override {
     model::Model& dense = ensure_model(state);
+    remember_unpruned(state);
     TrainSetup setup = train_setup(section(options_, "train"), state);
     torch::manual_seed(static_cast<uint64_t>(state.seed));  // the method's initial parameters
     const std::string method = options_.get_string("method", "cofi");
@@ -126,6 +162,8 @@ class LearnMasksStage : public recipe::Stage {
       const double expected = cofi->expected_sparsity().item<double>();
       const double achieved = 1 - cofi->expected_size(cofi->indicators(masks)).item<double>() / cofi->prunable_size();
       finish(state, masks, {{"method", method}, {"expected_sparsity", expected}, {"mask_sparsity", achieved}});
+    } else if (method == "vib") {
+      run_vib(state, setup);
     } else if (method == "movement" || method == "block_movement") {
       const auto movement = std::make_shared<methods::Movement>(dense, movement_options(method));
       if (run_training(state, setup, {movement}).interrupted) return;
@@ -148,6 +186,54 @@ class LearnMasksStage : public recipe::Stage {
   }
 
  private:
+  // VTrans: Fast-VTrans trains on a fraction of the examples, Faster-VTrans only the masks; the
+  // learned means are folded into the output projections before surgery (pruned == evaluated).
+  void run_vib(run::RunState& state, TrainSetup& setup) {
+    const recipe::Value& v = section(options_, "vib");
+    const double fraction = v.get_double("data_fraction", 1.0);
+    const int64_t examples = train::make_batch_source(ensure_data(state), setup.data)->batches_per_epoch() * setup.data.batch_size;
+    if (fraction < 1)
+      setup.data.max_examples = std::max<int64_t>(setup.data.batch_size, std::llround(fraction * static_cast<double>(examples)));
+    const bool train_model = v.get_bool("train_model", true);
+    if (!train_model) setup.options.freeze.mode = train::FreezeMode::all;
+    model::Model& dense = *state.model;
+    const auto vib = std::make_shared<methods::Vib>(dense, vib_options(state));
+    if (run_training(state, setup, {vib}).interrupted) return;
+    const surgery::Masks masks = vib->masks();
+    const json record = {{"method", "vib"},
+                         {"expected_sparsity", vib->expected_sparsity().item<double>()},
+                         {"mask_sparsity", vib->sparsity(masks)},
+                         {"constraint", v.get_string("constraint", "params")},
+                         {"vib_kl", vib->kl().item<double>()},
+                         {"data_fraction", fraction},
+                         {"train_examples", setup.data.max_examples > 0 ? std::min(examples, setup.data.max_examples) : examples},
+                         {"model_trained", train_model}};
+    vib->fold_means(dense);
+    finish(state, masks, record);
+  }
+
+  methods::VibOptions vib_options(run::RunState& state) const {
+    const recipe::Value& v = section(options_, "vib");
+    methods::VibOptions o;
+    o.target_sparsity = options_.get_double("target_sparsity", 0.5);
+    o.start_sparsity = v.get_double("start_sparsity", 0);
+    o.warmup_steps = v.get_int("warmup_steps", 0);
+    o.heads = v.get_bool("heads", true);
+    o.ffn = v.get_bool("ffn", true);
+    o.hidden = v.get_bool("hidden", true);
+    o.blocks = v.get_bool("blocks", true);
+    o.measure = v.get_string("constraint", "params") == "flops" ? methods::SizeMeasure::flops : methods::SizeMeasure::params;
+    o.seq_len = ensure_data(state).config().seq_len;
+    o.kl_weight = v.get_double("kl_weight", 1e-6);
+    o.threshold = v.get_double("threshold", 1);
+    o.sharpness = v.get_double("sharpness", 10);
+    o.rule = v.get_string("masks", "threshold") == "target" ? methods::VibMaskRule::target : methods::VibMaskRule::threshold;
+    o.init_log_variance = v.get_double("init_log_variance", -9);
+    o.gate_lr = v.get_double("gate_lr", 0.1);
+    o.lambda_lr = v.get_double("lambda_lr", 0.1);
+    return o;
+  }
+
   methods::CofiOptions cofi_options() const {
     const recipe::Value& c = section(options_, "cofi");
     methods::CofiOptions o;
@@ -281,8 +367,8 @@ class LearnMasksStage : public recipe::Stage {
 
 void register_learn_masks(recipe::Registry& registry) {
   registry.add_stage({"learn_masks",
-                      "learn which structures to remove by training masks with the model (CoFi), then prune physically "
-                      "and write pruning.json",
+                      "learn which structures to remove by training masks with the model (CoFi, VTrans, movement, "
+                      "LoRAPrune), then prune physically and write pruning.json",
                       learn_masks_schema(), [](const recipe::Value& o) { return std::make_unique<LearnMasksStage>(o); }});
 }
 

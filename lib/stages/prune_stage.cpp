@@ -12,6 +12,7 @@
 #include "stages/model_access.h"
 #include "stages/prune_options.h"
 #include "stages/stage_kinds.h"
+#include "stages/train_access.h"
 #include "surgery/compensation.h"
 #include "surgery/surgery.h"
 #include "util/error.h"
@@ -84,6 +85,7 @@ class PruneStage : public recipe::Stage {
 
   void run(run::RunState& state) override {
     ensure_model(state);
+    remember_unpruned(state);
     const model::ModelConfig dense_config = state.model->config();
     const model::ParameterCount before = model::parameter_count(*state.model);
     nlohmann::json record = {{"params_before", before.total}, {"params_non_embedding_before", before.non_embedding}};

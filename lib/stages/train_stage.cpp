@@ -57,7 +57,17 @@ model::Task model_task(train::TrainTask t) {
   return model::Task::base;
 }
 
-// A deep copy of `m` (same config, dtype, device, weights): the dense teacher.
+// Whether `v` (a stage's options, at any depth) names `teacher: unpruned`.
+bool names_unpruned_teacher(const recipe::Value& v) {
+  if (v.is_list()) return std::any_of(v.items().begin(), v.items().end(), names_unpruned_teacher);
+  if (!v.is_map()) return false;
+  for (const auto& e : v.entries())
+    if ((e.key == "teacher" && !e.value.is_map() && e.value.text() == "unpruned") || names_unpruned_teacher(e.value)) return true;
+  return false;
+}
+
+}  // namespace
+
 std::shared_ptr<model::Model> copy_model(const model::Model& m) {
   auto copy = model::build_model(m.config(), torch::TensorOptions().dtype(m.dtype()).device(m.device()));
   torch::NoGradGuard no_grad;
@@ -65,7 +75,51 @@ std::shared_ptr<model::Model> copy_model(const model::Model& m) {
   return copy;
 }
 
-}  // namespace
+void remember_unpruned(run::RunState& state) {
+  if (state.unpruned) return;
+  const recipe::Value* stages = state.recipe.tree.find("stages");
+  if (!stages || !stages->is_list()) return;
+  const auto& items = stages->items();
+  // stage_index is 1-based: later stages start at items[stage_index].
+  const bool wanted = std::any_of(items.begin() + std::min<size_t>(items.size(), static_cast<size_t>(state.stage_index)),
+                                  items.end(), names_unpruned_teacher);
+  if (wanted) state.unpruned = copy_model(ensure_model(state));
+}
+
+DistillSetup make_distillation(const recipe::Value& dv, run::RunState& state) {
+  model::Model& m = ensure_model(state);
+  const std::string teacher_name = dv.get_string("teacher", "dense");
+  std::shared_ptr<model::Model> teacher;
+  if (teacher_name == "dense") {
+    teacher = copy_model(m);
+  } else if (teacher_name == "unpruned") {
+    if (!state.unpruned)
+      throw UserError(state.stage_label() + ": distill.teacher unpruned needs an earlier prune or learn_masks stage");
+    teacher = state.unpruned;
+  } else {
+    model::LoadOptions lo;
+    lo.device = state.device;
+    lo.dtype = m.dtype();
+    teacher = model::load_model(teacher_name, lo);
+  }
+  train::DistillOptions o;
+  o.alpha_logits = dv.get_double("alpha", 0.5);
+  o.temperature = dv.get_double("temperature", 2.0);
+  const double tw = dv.get_double("task_weight", -1);
+  const auto& h = section(dv, "hidden");
+  o.alpha_hidden = h.get_double("alpha", 0);
+  o.matching = h.get_string("matching", "dynamic") == "fixed" ? train::LayerMatching::fixed : train::LayerMatching::dynamic;
+  if (const recipe::Value* tl = h.find("teacher_layers"))
+    for (const auto& v : tl->items()) o.teacher_layers.push_back(v.as_int());
+  o.projection = h.get_bool("projection", true);
+  o.projection_lr = h.get_double("projection_lr", -1);
+  const std::string described = teacher_name == "dense"      ? "the dense model"
+                                : teacher_name == "unpruned" ? "the model before pruning"
+                                                             : teacher_name;
+  log::info(state.stage_label() + ": distilling from " + described + " (alpha " + std::to_string(o.alpha_logits) + ", T " +
+            std::to_string(o.temperature) + ", hidden alpha " + std::to_string(o.alpha_hidden) + ")");
+  return {std::make_shared<train::Distillation>(teacher, m.config(), o), tw < 0 ? 1.0 - o.alpha_logits : tw};
+}
 
 recipe::SchemaBuilder train_schema() {
   auto optimizer =
@@ -125,7 +179,9 @@ recipe::SchemaBuilder train_schema() {
       Schema::structure()
           // Required: every other key has a default, and an option group whose keys all have
           // defaults is filled in when absent — distillation would then always be on.
-          ->required("teacher", Schema::string(), "dense = the model as this stage starts (a copy), or a model path.")
+          ->required("teacher", Schema::string(),
+                     "dense = the model as this stage starts (a copy); unpruned = the model before the run's first "
+                     "prune / learn_masks stage (Minitron's and CoFi's dense teacher after pruning); or a model path.")
           ->field("alpha", Schema::number()->min(0), "Weight of the logit KD loss T²·KL(p_t ‖ p_s) (0 = none).", "0.5")
           ->field("temperature", Schema::number()->min(0, true), "Softmax temperature T.", "2")
           ->field("task_weight", Schema::number(), "Weight of the task loss (< 0 = 1 − alpha).", "-1")
@@ -222,6 +278,7 @@ TrainSetup train_setup(const recipe::Value& o, run::RunState& state) {
   s.eval.max_batches = ev.get_int("max_batches", 0);
   s.eval.seed = state.seed;
   if (!s.evaluate) t.best_metric.clear();
+  if (const recipe::Value* dv = o.find("distill"); dv && dv->is_map()) s.distill = *dv;
   return s;
 }
 
@@ -239,6 +296,13 @@ train::TrainResult run_training(run::RunState& state, const TrainSetup& setup,
   std::shared_ptr<train::Evaluator> evaluator;
   if (setup.evaluate) evaluator = train::make_evaluator(d, setup.task, setup.eval);
 
+  train::TrainOptions options = setup.options;
+  if (setup.distill) {
+    DistillSetup distill = make_distillation(*setup.distill, state);
+    options.task_loss_weight = distill.task_weight;
+    extensions.push_back(distill.extension);
+  }
+
   train::Callbacks callbacks;
   const std::string kind = state.stage_kind;
   const int index = state.stage_index;
@@ -247,7 +311,7 @@ train::TrainResult run_training(run::RunState& state, const TrainSetup& setup,
     dir.log_event({{"stage", kind}, {"stage_index", index}, {"step", step}, {"values", values}});
   };
   const std::string checkpoints = fs::join(state.dir.checkpoints(), std::to_string(state.stage_index) + "-" + state.stage_kind);
-  train::Trainer trainer(m, setup.options, batches, std::move(extensions), evaluator, callbacks, sync);
+  train::Trainer trainer(m, options, batches, std::move(extensions), evaluator, callbacks, sync);
   const auto r = trainer.run({checkpoints, state.resume});
 
   json results = {{"steps", r.steps},
@@ -282,50 +346,10 @@ class TrainStage : public recipe::Stage {
  public:
   explicit TrainStage(const recipe::Value& o) : options_(o) {}
 
-  void run(run::RunState& state) override {
-    TrainSetup setup = train_setup(options_, state);
-    std::vector<std::shared_ptr<train::Extension>> extensions;
-    if (const recipe::Value* dv = options_.find("distill"); dv && dv->is_map()) {
-      auto distill = make_distillation(*dv, state);
-      setup.options.task_loss_weight = task_weight_;
-      extensions.push_back(distill);
-    }
-    run_training(state, setup, std::move(extensions));
-  }
+  void run(run::RunState& state) override { run_training(state, train_setup(options_, state)); }
 
  private:
-  std::shared_ptr<train::Distillation> make_distillation(const recipe::Value& dv, run::RunState& state) {
-    model::Model& m = ensure_model(state);
-    const std::string teacher_name = dv.get_string("teacher", "dense");
-    std::shared_ptr<model::Model> teacher;
-    if (teacher_name == "dense") {
-      teacher = copy_model(m);
-    } else {
-      model::LoadOptions lo;
-      lo.device = state.device;
-      lo.dtype = m.dtype();
-      teacher = model::load_model(teacher_name, lo);
-    }
-    train::DistillOptions o;
-    o.alpha_logits = dv.get_double("alpha", 0.5);
-    o.temperature = dv.get_double("temperature", 2.0);
-    const double tw = dv.get_double("task_weight", -1);
-    task_weight_ = tw < 0 ? 1.0 - o.alpha_logits : tw;
-    const auto& h = section(dv, "hidden");
-    o.alpha_hidden = h.get_double("alpha", 0);
-    o.matching = h.get_string("matching", "dynamic") == "fixed" ? train::LayerMatching::fixed : train::LayerMatching::dynamic;
-    if (const recipe::Value* tl = h.find("teacher_layers"))
-      for (const auto& v : tl->items()) o.teacher_layers.push_back(v.as_int());
-    o.projection = h.get_bool("projection", true);
-    o.projection_lr = h.get_double("projection_lr", -1);
-    log::info(state.stage_label() + ": distilling from " + (teacher_name == "dense" ? "the dense model" : teacher_name) +
-              " (alpha " + std::to_string(o.alpha_logits) + ", T " + std::to_string(o.temperature) + ", hidden alpha " +
-              std::to_string(o.alpha_hidden) + ")");
-    return std::make_shared<train::Distillation>(teacher, m.config(), o);
-  }
-
   recipe::Value options_;
-  double task_weight_ = 1.0;
 };
 
 }  // namespace
