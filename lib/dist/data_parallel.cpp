@@ -36,6 +36,14 @@ void DataParallelSync::synchronize(const std::vector<torch::Tensor>& params) {
   for (auto& g : grads) g.mul_(inverse);
 }
 
+std::vector<double> DataParallelSync::all_values(double value) {
+  auto slots = torch::zeros({group_->size()}, torch::TensorOptions().dtype(torch::kDouble).device(group_->device()));
+  slots[group_->rank()].fill_(value);
+  group_->all_reduce_sum(slots);
+  slots = slots.to(torch::kCPU).contiguous();
+  return std::vector<double>(slots.data_ptr<double>(), slots.data_ptr<double>() + slots.numel());
+}
+
 void DataParallelSync::broadcast_from_main(const std::vector<torch::Tensor>& params) {
   if (group_->size() == 1 || params.empty()) return;
   std::vector<torch::Tensor> values;

@@ -48,6 +48,10 @@ class DataParallelSync : public train::GradientSync {
   // backward; without it the all-reduce time adds to the step.
   void synchronize(const std::vector<torch::Tensor>& params) override;
 
+  // Every rank's value, indexed by rank: one all-reduce of a world-sized vector that holds each
+  // rank's value in its own slot (a host sync on GPUs).
+  std::vector<double> all_values(double value) override;
+
   // Overwrites `params` with rank 0's values, so that all ranks start identical (a model loaded
   // from the same file already is; freshly initialised extension parameters may not be).
   void broadcast_from_main(const std::vector<torch::Tensor>& params);

@@ -204,6 +204,7 @@ struct Trainer::Impl {
       step_start_position = position;
       step_start_rng = state::rng_tensors();
     }
+    bool nonfinite_here = false;
     for (int64_t k = 0; k < options.grad_accumulation; ++k) {
       const data::Batch b = next_batch().to(device);
       StepInfo info{step, total, k, true, logs_this_step()};
@@ -231,11 +232,16 @@ struct Trainer::Impl {
       // and checkpoint boundaries, so steps never wait on the host.
       const auto bad = torch::logical_not(torch::isfinite(loss.detach()));
       if (!device.is_cuda()) {
-        if (bad.item<bool>()) nonfinite_found(step);
+        // Alone: stop at once. Under data parallelism: after the micro-batches, with every rank.
+        const bool bad_here = bad.item<bool>();
+        if (bad_here && sync->world_size() == 1) nonfinite_found(step);
+        nonfinite_here = nonfinite_here || bad_here;
       } else {
         first_bad_step = torch::where(bad & (first_bad_step < 0), torch::full_like(first_bad_step, step), first_bad_step);
       }
     }
+    // Before the gradients are averaged: a non-finite loss on any rank stops every rank here.
+    if (sync->world_size() > 1 && !device.is_cuda() && sync->any_rank(nonfinite_here)) nonfinite_found(step);
     window_tokens += step_tokens;
     return step_loss / static_cast<double>(options.grad_accumulation);
   }
@@ -280,8 +286,24 @@ struct Trainer::Impl {
 
   void check_device_nonfinite() {
     if (!first_bad_step.defined() || !model.device().is_cuda()) return;
-    const int64_t bad = first_bad_step.item<int64_t>();
+    const int64_t bad = earliest_over_ranks(first_bad_step.item<int64_t>());
     if (bad >= 0) nonfinite_found(bad);
+  }
+
+  // The smallest non-negative `step` of all ranks (−1 when every rank has −1); alone, `step`.
+  int64_t earliest_over_ranks(int64_t step_here) {
+    if (sync->world_size() == 1) return step_here;
+    int64_t earliest = -1;
+    for (double v : sync->all_values(static_cast<double>(step_here)))
+      if (v >= 0 && (earliest < 0 || v < static_cast<double>(earliest))) earliest = static_cast<int64_t>(v);
+    return earliest;
+  }
+
+  // SIGINT/SIGTERM (or interrupt_after_steps) on any rank stops every rank at this step boundary:
+  // one small collective per step under data parallelism, nothing alone.
+  bool stop_requested(bool last) {
+    const bool here = interrupt_requested() || (options.interrupt_after_steps > 0 && step == options.interrupt_after_steps && !last);
+    return sync->world_size() > 1 ? sync->any_rank(here) : here;
   }
 
   // ---- evaluation -------------------------------------------------------------------------
@@ -332,7 +354,8 @@ struct Trainer::Impl {
   std::string save_checkpoint(bool final, const io::TensorMap* rng = nullptr) {
     // Under data parallelism every rank holds the same state; rank 0 alone writes it (the
     // temporary names are fixed, so two writers would collide), and every rank resumes from it.
-    if (checkpoint_dir.empty() || !sync->is_main()) return "";
+    if (checkpoint_dir.empty()) return "";
+    if (!sync->is_main()) return name_checkpoint_of_main();
     const std::string temp = checkpoint::begin(checkpoint_dir, step);
     io::write_safetensors(fs::join(temp, "model.safetensors"), model.state_dict_hf());
     json opt_steps = json::object();
@@ -374,6 +397,17 @@ struct Trainer::Impl {
     checkpoint::prune(checkpoint_dir, options.keep_last, best_step);
     if (best_step >= 0) best_checkpoint = fs::join(checkpoint_dir, checkpoint::step_name(best_step));
     if (!fs::exists(best_checkpoint)) best_checkpoint.clear();
+    return last_checkpoint;
+  }
+
+  // What rank 0's save_checkpoint records at this step, without writing, so that every rank
+  // names the same checkpoints (the last good one after a non-finite loss, TrainResult) and
+  // load_best_at_end reads the same best one. Rank 0 keeps the best path only if that step was
+  // saved; here that is the path noted when the best step itself was saved.
+  std::string name_checkpoint_of_main() {
+    last_checkpoint = fs::join(checkpoint_dir, checkpoint::step_name(step));
+    if (best_step == step) best_checkpoint = last_checkpoint;
+    else if (best_step < 0 || best_checkpoint != fs::join(checkpoint_dir, checkpoint::step_name(best_step))) best_checkpoint.clear();
     return last_checkpoint;
   }
 
@@ -502,7 +536,7 @@ struct Trainer::Impl {
         }
         model.train();
       }
-      const bool interrupted = interrupt_requested() || (options.interrupt_after_steps > 0 && step == options.interrupt_after_steps && !last);
+      const bool interrupted = stop_requested(last);
       if (last || interrupted || (options.checkpoint_every > 0 && step % options.checkpoint_every == 0)) {
         check_device_nonfinite();
         save_checkpoint(last);

@@ -19,6 +19,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -182,17 +183,26 @@ struct EvalOptions {
 };
 // On a DataSource's validation split: causal LM {loss, perplexity}; masked LM {loss, accuracy,
 // perplexity}; classification {loss, accuracy, macro_f1}. Mean losses are token- (or example-)
-// weighted over the whole split.
+// weighted over the whole split; under data parallelism each rank evaluates the batches it owns
+// (dist::owns) and the sums are added up over ranks.
 std::shared_ptr<Evaluator> make_evaluator(const data::DataSource& data, TrainTask task, const EvalOptions& options);
 
-// The hook data parallelism fills: average gradients across ranks before the optimiser step.
-// The default is one process: nothing to do.
+// The hook data parallelism fills: average gradients across ranks before the optimiser step,
+// and agree on when to stop. The default is one process: nothing to do.
 class GradientSync {
  public:
   virtual ~GradientSync() = default;
   virtual int64_t rank() const { return 0; }
   virtual int64_t world_size() const { return 1; }
   virtual void synchronize(const std::vector<torch::Tensor>& params) { (void)params; }
+  // Every rank's `value`, indexed by rank, on every rank: a collective that all ranks must reach
+  // at the same point (the trainer's step boundaries, so that a signal or a non-finite loss on
+  // one rank stops them all at the same step).
+  virtual std::vector<double> all_values(double value) { return {value}; }
+  bool any_rank(bool flag) {
+    const std::vector<double> flags = all_values(flag ? 1.0 : 0.0);
+    return std::any_of(flags.begin(), flags.end(), [](double v) { return v != 0.0; });
+  }
   bool is_main() const { return rank() == 0; }
 };
 
@@ -232,7 +242,8 @@ class Trainer {
 
   // Trains to options.steps (or epochs). Throws UserError naming the step on a non-finite loss,
   // after the last good state is in a checkpoint. On SIGINT/SIGTERM saves a checkpoint at the
-  // next step boundary and returns with interrupted = true.
+  // next step boundary and returns with interrupted = true. Under data parallelism both hold for
+  // every rank when any rank sees the signal or the non-finite loss: all stop at the same step.
   TrainResult run(const CheckpointOptions& checkpoints = {});
 
   int64_t total_steps() const;
