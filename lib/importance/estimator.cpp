@@ -11,7 +11,8 @@
 namespace secateur::importance {
 
 std::vector<std::string> estimator_names() {
-  return {"magnitude", "head_gradient", "taylor", "activation", "fluctuation", "block_influence", "projection"};
+  return {"magnitude", "head_gradient", "taylor", "activation", "fluctuation", "block_influence", "projection",
+          "aggregated_activation"};
 }
 
 namespace {
@@ -56,6 +57,12 @@ std::unique_ptr<Estimator> make_plain(const EstimatorOptions& o) {
   if (o.name == "activation") return make_activation(o);
   if (o.name == "fluctuation") return make_fluctuation(o);
   if (o.name == "projection") return make_projection(o);
+  if (o.name == "aggregated_activation") {
+    for (const std::string* v : {&o.batch_aggregation, &o.sequence_aggregation})
+      if (*v != "mean" && *v != "l2" && *v != "var")
+        throw bad(v == &o.batch_aggregation ? "batch_aggregation" : "sequence_aggregation", *v, "mean, l2 or var");
+    return make_aggregated_activation(o);
+  }
   if (o.name == "block_influence") {
     if (o.metric != "bi" && o.metric != "angular") throw bad("metric", o.metric, "bi or angular");
     if (o.run_length < 1) throw bad("run_length", std::to_string(o.run_length), "an integer ≥ 1");

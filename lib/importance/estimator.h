@@ -10,6 +10,8 @@
 //   block_influence  1 − E[cos(h_in, h_out)] per layer or block (ShortGPT), or the angular
 //                    distance arccos(cos)/π between layers l and l+n (Gromov et al. 2024)
 //   projection       ‖h_n W_n^O‖₁ per head, mean |activation| per FFN neuron (AMP, Mugnaini et al. 2025)
+//   aggregated_activation  head output norms, neuron pre-activations and normed hidden channels,
+//                    aggregated over sequence then batch (mean | l2 | var; Minitron, Muralidharan et al. 2024)
 #include <functional>
 #include <memory>
 #include <set>
@@ -33,6 +35,8 @@ struct EstimatorOptions {
   std::string metric = "bi";        // block_influence: bi (1 − cos, all tokens) | angular
   int64_t run_length = 1;           // block_influence angular: n, the layers removed as one run
   bool per_example = false;         // head_gradient: one backward per example instead of per batch
+  std::string batch_aggregation = "l2";       // aggregated_activation: over sequences (mean | l2 | var)
+  std::string sequence_aggregation = "mean";  // aggregated_activation: over a sequence's tokens
 };
 
 struct Context {

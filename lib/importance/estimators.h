@@ -13,5 +13,6 @@ std::unique_ptr<Estimator> make_activation(const EstimatorOptions& options);
 std::unique_ptr<Estimator> make_fluctuation(const EstimatorOptions& options);
 std::unique_ptr<Estimator> make_block_influence(const EstimatorOptions& options);
 std::unique_ptr<Estimator> make_projection(const EstimatorOptions& options);
+std::unique_ptr<Estimator> make_aggregated_activation(const EstimatorOptions& options);
 
 }  // namespace secateur::importance

@@ -61,7 +61,8 @@ recipe::SchemaPtr prune_schema() {
       Schema::structure()
           ->field("name", Schema::enumeration(estimators),
                   "magnitude (no data) | head_gradient (Michel et al. 2019) | taylor (LLM-Pruner) | activation (Wanda) | "
-                  "fluctuation (FLAP) | block_influence (ShortGPT; Gromov et al. with metric angular) | projection (AMP).", "magnitude")
+                  "fluctuation (FLAP) | block_influence (ShortGPT; Gromov et al. with metric angular) | projection (AMP) | "
+                  "aggregated_activation (Minitron).", "magnitude")
           ->field("norm", Schema::enumeration({"l1", "l2"}), "magnitude: the norm of a group's weights.", "l2")
           ->field("normalize", Schema::boolean(), "ℓ2-normalise each layer's scores (Michel et al.).", "false")
           ->field("variant", Schema::enumeration({"vector", "element"}),
@@ -73,7 +74,11 @@ recipe::SchemaPtr prune_schema() {
           ->field("run_length", Schema::integer()->min(1), "block_influence angular: n (default: the layers target).")
           ->field("per_example", Schema::boolean(),
                   "head_gradient: one backward per example (E_x |∂L(x)/∂ξ| read literally) instead of one per batch "
-                  "(Michel et al.'s released code).", "false");
+                  "(Michel et al.'s released code).", "false")
+          ->field("batch_aggregation", Schema::enumeration({"mean", "l2", "var"}),
+                  "aggregated_activation: how sequences' values combine (Minitron's best: l2).", "l2")
+          ->field("sequence_aggregation", Schema::enumeration({"mean", "l2", "var"}),
+                  "aggregated_activation: how a sequence's token values combine (Minitron's best: mean).", "mean");
   auto target =
       Schema::structure()
           ->field("heads", amount(), "Query heads to remove, of all heads in kept attention blocks (GQA units: see gqa).")
@@ -142,6 +147,8 @@ PruneOptions parse_prune_options(const recipe::Value& o) {
   p.run_length_given = e.has("run_length") && !e.at("run_length").is_null();
   p.estimator.run_length = e.get_int("run_length", 1);
   p.estimator.per_example = e.get_bool("per_example", false);
+  p.estimator.batch_aggregation = e.get_string("batch_aggregation", "l2");
+  p.estimator.sequence_aggregation = e.get_string("sequence_aggregation", "mean");
   const recipe::Value* target = o.find("target");
   const recipe::Value empty_target;
   const recipe::Value& t = target && target->is_map() ? *target : empty_target;
