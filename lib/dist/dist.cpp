@@ -1,5 +1,6 @@
 #include "dist/dist.h"
 
+#include <algorithm>
 #include <exception>
 #include <map>
 #include <mutex>
@@ -74,14 +75,26 @@ void all_reduce_sum(std::vector<torch::Tensor>& tensors) {
 }
 
 double sum_over_ranks(double value) {
+  std::vector<double> one{value};
+  sum_over_ranks(one);
+  return one.front();
+}
+
+void sum_over_ranks(std::vector<double>& values) {
   auto g = current();
-  if (!g || g->size() == 1) return value;
-  auto t = torch::full({1}, value, torch::TensorOptions().dtype(torch::kDouble).device(g->device()));
+  if (!g || g->size() == 1 || values.empty()) return;
+  auto t = torch::tensor(values, torch::kDouble).to(g->device());
   g->all_reduce_sum(t);
-  return t.item<double>();
+  t = t.to(torch::kCPU).contiguous();
+  std::copy(t.data_ptr<double>(), t.data_ptr<double>() + t.numel(), values.begin());
 }
 
 bool any_rank(bool flag) { return sum_over_ranks(flag ? 1.0 : 0.0) > 0.0; }
+
+void barrier() {
+  auto g = current();
+  if (g && g->size() > 1) g->barrier();
+}
 
 Session::Session(std::shared_ptr<ProcessGroup> group) : group_(std::move(group)) {
   std::lock_guard<std::mutex> lock(current_mutex);

@@ -26,6 +26,15 @@ bool is_main();
 // Whether item `index` of a sequence split over ranks is this rank's (index mod world == rank):
 // the calibration batches an estimator accumulates here.
 bool owns(int64_t index);
+// The items this rank owns, in order (all of them alone): the calibration batches an estimator
+// runs here when every rank holds the whole set.
+template <class T>
+std::vector<T> owned(const std::vector<T>& items) {
+  std::vector<T> mine;
+  for (size_t i = 0; i < items.size(); ++i)
+    if (owns(static_cast<int64_t>(i))) mine.push_back(items[i]);
+  return mine;
+}
 
 // In place, the element-wise sum over ranks. Tensors may live anywhere (they travel to the
 // backend's device and back) and have any floating or integer dtype; several tensors are reduced
@@ -36,7 +45,12 @@ void all_reduce_sum(std::vector<torch::Tensor>& tensors);
 // Host scalars over ranks (one small collective each, and a host sync on GPUs): the global mean
 // of a logged loss, or whether any rank saw SIGTERM, so that all ranks stop at the same step.
 double sum_over_ranks(double value);
+// In place, several host values in one collective (exact for integer counts below 2⁵³).
+void sum_over_ranks(std::vector<double>& values);
 bool any_rank(bool flag);
+// Returns when every rank has reached it (at once alone): after the main rank wrote files that
+// the others may read.
+void barrier();
 
 // Installs a group as current() for its lifetime (and restores the previous one after). Its
 // destructor waits for every rank (a barrier) unless an exception is unwinding, so that no rank
