@@ -2,6 +2,7 @@
 
 #include <stdexcept>
 
+#include "dist/dist.h"
 #include "importance/estimator.h"
 #include "util/progress.h"
 
@@ -15,7 +16,16 @@ void ActivationStats::collect(model::Model& model, const std::vector<data::Batch
                               const model::Gates* gates, const std::string& label) {
   torch::NoGradGuard no_grad;
   EvalScope eval(model);
-  model::TapScope scope(this);
+  const std::vector<data::Batch> mine = dist::owned(batches);
+  {
+    model::TapScope scope(this);
+    run_batches(model, mine, gates, label);
+  }
+  pool_over_ranks(model.device());
+}
+
+void ActivationStats::run_batches(model::Model& model, const std::vector<data::Batch>& batches,
+                                  const model::Gates* gates, const std::string& label) {
   Progress progress(label, static_cast<int64_t>(batches.size()), "batch");
   int64_t done = 0;
   for (const data::Batch& in : batches) {
@@ -28,6 +38,71 @@ void ActivationStats::collect(model::Model& model, const std::vector<data::Batch
   }
   token_mask_ = torch::Tensor();
   progress.finish();
+}
+
+// Pooled as Chan et al. combine two parts, through the mean of all N tokens:
+//   mean = Σ_r n_r·mean_r / N        Σ(x − mean)² = Σ_r [M2_r + n_r·(mean_r − mean)²]
+// so the result is exact (to float64 rounding) whatever the split; counts and Σx² simply add.
+void ActivationStats::pool_over_ranks(torch::Device device) {
+  if (dist::world_size() == 1) return;
+  agree_on_channels(device);
+  std::vector<torch::Tensor> sums;
+  for (auto& [name, c] : channels_)
+    for (const torch::Tensor& t : {torch::full({1}, c.count, torch::kDouble), c.mean * c.count, c.sum_sq}) sums.push_back(t);
+  dist::all_reduce_sum(sums);
+  std::vector<torch::Tensor> spreads;
+  size_t i = 0;
+  for (auto& [name, c] : channels_) {
+    const double total = sums[i].item<double>();
+    const torch::Tensor mean = sums[i + 1] / total;
+    spreads.push_back(c.m2 + (c.mean - mean).pow(2) * c.count);
+    c.count = total;
+    c.mean = mean;
+    c.sum_sq = sums[i + 2];
+    i += 3;
+  }
+  dist::all_reduce_sum(spreads);
+  i = 0;
+  for (auto& [name, c] : channels_) c.m2 = spreads[i++];
+}
+
+// Every rank must sum the same channels in the same order: a rank that saw no token of a
+// watched weight (it owned no batch) takes the channel's shape from the ranks that did, with
+// zero statistics; a weight no rank saw stays unseen.
+void ActivationStats::agree_on_channels(torch::Device device) {
+  std::set<std::string> watched;
+  for (const auto& [impl, name] : names_) watched.insert(name);
+  // Per watched weight, summed over ranks: [ranks that saw it, Σ in_dim, Σ in_features].
+  torch::Tensor shapes = torch::zeros({static_cast<int64_t>(watched.size()), 3}, torch::kDouble);
+  auto rows = shapes.accessor<double, 2>();
+  int64_t k = 0;
+  for (const std::string& name : watched) {
+    const auto it = channels_.find(name);
+    if (it != channels_.end() && it->second.count > 0) {
+      rows[k][0] = 1;
+      rows[k][1] = static_cast<double>(it->second.in_dim);
+      rows[k][2] = static_cast<double>(it->second.mean.size(0));
+    }
+    ++k;
+  }
+  dist::all_reduce_sum(shapes);
+  k = 0;
+  for (const std::string& name : watched) {
+    const double ranks = rows[k][0];
+    const auto it = channels_.find(name);
+    if (ranks == 0) {
+      if (it != channels_.end()) channels_.erase(it);
+    } else if (it == channels_.end() || it->second.count == 0) {
+      Channel& c = channels_[name];
+      c.in_dim = static_cast<int64_t>(rows[k][1] / ranks);
+      c.count = 0;
+      const auto zeros = torch::zeros({static_cast<int64_t>(rows[k][2] / ranks)}, torch::TensorOptions().dtype(torch::kDouble).device(device));
+      c.mean = zeros;
+      c.m2 = zeros.clone();
+      c.sum_sq = zeros.clone();
+    }
+    ++k;
+  }
 }
 
 void ActivationStats::projection_input(const torch::Tensor& weight, int64_t in_dim, const torch::Tensor& x) {

@@ -2,7 +2,9 @@
 // Per-channel statistics of projection inputs over calibration tokens, gathered through a
 // model::Tap in ordinary forward passes: Σx² (Wanda's ‖X_j‖₂²), and the mean and the sample
 // variance (FLAP's baseline and fluctuation). Everything accumulates on the model's device in
-// float64; only the final [in_features] vectors are ever copied to the host.
+// float64; only the final [in_features] vectors are ever copied to the host. Under data
+// parallelism each rank runs the batches it owns (dist::owns) and the ranks' statistics are
+// pooled into those of every token, so all ranks hold what one process would.
 #include <torch/torch.h>
 
 #include <map>
@@ -31,7 +33,9 @@ class ActivationStats : public model::Tap {
   ActivationStats(const model::Model& model, const std::set<std::string>& weights);
 
   // Runs every batch through the model (no grad, eval mode, through `gates`) with this tap
-  // installed; padding tokens (attention_mask 0) are left out of every statistic.
+  // installed; padding tokens (attention_mask 0) are left out of every statistic. Under data
+  // parallelism every rank must call it with the same batches: each runs its own share, then
+  // the statistics are pooled over ranks.
   void collect(model::Model& model, const std::vector<data::Batch>& batches, const model::Gates* gates,
                const std::string& label);
 
@@ -43,6 +47,12 @@ class ActivationStats : public model::Tap {
   torch::Tensor variance(const std::string& weight) const;
 
  private:
+  void run_batches(model::Model& model, const std::vector<data::Batch>& batches, const model::Gates* gates,
+                   const std::string& label);
+  // Alone: nothing. Under data parallelism: the statistics of every rank's tokens on all ranks.
+  void pool_over_ranks(torch::Device device);
+  void agree_on_channels(torch::Device device);
+
   std::map<const void*, std::string> names_;  // TensorImpl of a watched weight → its HF name
   std::map<std::string, Channel> channels_;
   torch::Tensor token_mask_;  // [B, T] bool for the batch being run; undefined = all tokens

@@ -15,6 +15,7 @@
 #include <cmath>
 #include <map>
 
+#include "dist/dist.h"
 #include "importance/estimators.h"
 #include "model/tap.h"
 #include "util/error.h"
@@ -96,6 +97,38 @@ class AggregationTap : public model::Tap {
   void set_token_mask(torch::Tensor mask) { mask_ = std::move(mask); }
   const std::map<const void*, Watch>& watched() const { return watched_; }
 
+  // Under data parallelism, every rank's sums and sequence counts added up, in name order (the
+  // map's keys are addresses, which differ between processes); a quantity this rank never fed
+  // (it owned no batch) adds zeros. Alone: nothing.
+  void sum_over_ranks() {
+    if (dist::world_size() == 1) return;
+    std::map<std::string, Watch*> by_name;
+    for (auto& [impl, w] : watched_) by_name[w.name] = &w;
+    std::vector<Quantity*> quantities;
+    std::vector<torch::Tensor> sums;
+    std::vector<double> sequences;
+    auto share = [&](Quantity& q, int64_t units, const torch::Tensor& weight) {
+      const auto zeros = [&] { return torch::zeros({units}, weight.options().dtype(torch::kDouble)); };
+      if (!q.sum.defined()) {
+        q.sum = zeros();
+        q.sum_sq = zeros();
+      }
+      quantities.push_back(&q);
+      sums.insert(sums.end(), {q.sum, q.sum_sq});
+      sequences.push_back(q.sequences);
+    };
+    for (auto& [name, w] : by_name) {
+      const torch::Tensor weight = model_.hf_parameter(name);
+      const int64_t in = weight.size(w->in_dim), out = weight.size(1 - w->in_dim);
+      if (w->head_dim > 0) share(w->heads, in / w->head_dim, weight);
+      if (w->channels) share(w->inputs, in, weight);
+      if (w->neurons) share(w->preactivations, out, weight);
+    }
+    dist::all_reduce_sum(sums);
+    dist::sum_over_ranks(sequences);
+    for (size_t i = 0; i < quantities.size(); ++i) quantities[i]->sequences = sequences[i];
+  }
+
   void projection_input(const torch::Tensor& weight, int64_t in_dim, const torch::Tensor& x) override {
     const auto it = watched_.find(weight.unsafeGetTensorImpl());
     if (it == watched_.end() || x.dim() != 3) return;
@@ -138,6 +171,7 @@ class AggregatedActivation : public Estimator {
     AggregationTap tap(ctx.model, sequence_);
     watch(ctx, tap);
     run(ctx, tap);
+    tap.sum_over_ranks();
     std::map<std::string, const Watch*> by_name;
     for (const auto& [impl, w] : tap.watched()) by_name[w.name] = &w;
     auto value = [&](const std::string& name, int64_t dim) -> torch::Tensor {
@@ -188,12 +222,13 @@ class AggregatedActivation : public Estimator {
     }
   }
 
+  // One forward pass per batch this rank owns (every batch alone) with the tap installed.
   static void run(const Context& ctx, AggregationTap& tap) {
     torch::NoGradGuard no_grad;
     EvalScope eval(ctx.model);
     const model::Gates gates = leaf_gates(ctx, false);
     model::TapScope scope(&tap);
-    for (const data::Batch& in : ctx.batches) {
+    for (const data::Batch& in : dist::owned(ctx.batches)) {
       const data::Batch b = in.to(ctx.model.device());
       tap.set_token_mask(b.attention_mask.defined() ? b.attention_mask.ne(0) : torch::Tensor());
       model::ForwardOptions options;

@@ -7,8 +7,10 @@
 //   d(x^(l), x^(l+n)) = (1/π) arccos( x^(l)·x^(l+n) / (‖x^(l)‖ ‖x^(l+n)‖) )
 // at each sequence's last real token, averaged over sequences, for every start l: removing layers
 // l..l+n−1 joins the two least different representations.
+#include <algorithm>
 #include <cmath>
 
+#include "dist/dist.h"
 #include "importance/estimators.h"
 #include "model/tap.h"
 #include "util/progress.h"
@@ -95,9 +97,10 @@ class BlockInfluence : public Estimator {
     std::map<int64_t, StreamTap::Sum> attn, mlp, layer;
     std::vector<double> distance(std::max<int64_t>(c.num_layers - run_ + 1, 0), 0.0);
     double sequences = 0;
-    Progress progress("block_influence", static_cast<int64_t>(ctx.batches.size()), "batch");
+    const std::vector<data::Batch> mine = dist::owned(ctx.batches);
+    Progress progress("block_influence", static_cast<int64_t>(mine.size()), "batch");
     int64_t done = 0;
-    for (const data::Batch& in : ctx.batches) {
+    for (const data::Batch& in : mine) {
       const data::Batch b = in.to(ctx.model.device());
       const torch::Tensor mask = b.attention_mask.defined() ? b.attention_mask.ne(0) : torch::ones_like(b.input_ids).ne(0);
       const torch::Tensor positions = torch::arange(b.input_ids.size(1), b.input_ids.options());
@@ -122,6 +125,7 @@ class BlockInfluence : public Estimator {
       progress.update(++done);
     }
     progress.finish();
+    sum_over_ranks({&attn, &mlp, &layer}, distance, sequences, c.num_layers);
     Scores scores;
     put(scores, ctx, GroupKind::attn_block, attn, c);
     put(scores, ctx, GroupKind::mlp_block, mlp, c);
@@ -141,6 +145,28 @@ class BlockInfluence : public Estimator {
       into[l].tokens += s.tokens;
     }
   }
+  // Under data parallelism, the sums of every rank's batches (cosines, tokens, distances,
+  // sequences) in one collective; alone there is nothing to add.
+  static void sum_over_ranks(const std::vector<std::map<int64_t, StreamTap::Sum>*>& sums, std::vector<double>& distance,
+                             double& sequences, int64_t layers) {
+    if (dist::world_size() == 1) return;
+    std::vector<double> flat;
+    for (const auto* per_layer : sums)
+      for (int64_t l = 0; l < layers; ++l) {
+        const auto it = per_layer->find(l);
+        flat.push_back(it == per_layer->end() ? 0.0 : it->second.cos);
+        flat.push_back(it == per_layer->end() ? 0.0 : it->second.tokens);
+      }
+    flat.insert(flat.end(), distance.begin(), distance.end());
+    flat.push_back(sequences);
+    dist::sum_over_ranks(flat);
+    size_t i = 0;
+    for (auto* per_layer : sums)
+      for (int64_t l = 0; l < layers; ++l, i += 2) (*per_layer)[l] = {flat[i], flat[i + 1]};
+    std::copy(flat.begin() + static_cast<std::ptrdiff_t>(i), flat.end() - 1, distance.begin());
+    sequences = flat.back();
+  }
+
   // BI = 1 − mean cosine; a layer (or block) the stream never crossed changes nothing: BI 0.
   static void put(Scores& scores, const Context& ctx, GroupKind kind, const std::map<int64_t, StreamTap::Sum>& sums,
                   const model::ModelConfig& c) {

@@ -12,6 +12,11 @@
 //   projection       ‖h_n W_n^O‖₁ per head, mean |activation| per FFN neuron (AMP, Mugnaini et al. 2025)
 //   aggregated_activation  head output norms, neuron pre-activations and normed hidden channels,
 //                    aggregated over sequence then batch (mean | l2 | var; Minitron, Muralidharan et al. 2024)
+//
+// Under data parallelism every rank holds the whole calibration set and calls estimate() with it;
+// a data-driven estimator runs only the batches its rank owns (dist::owned) and sums its
+// sufficient statistics over ranks (sums, sums of squares, counts, gradient sums; never means)
+// before they become scores, so every rank gets the scores of one process on the whole set.
 #include <functional>
 #include <memory>
 #include <set>

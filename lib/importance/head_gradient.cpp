@@ -6,6 +6,7 @@
 // over batches, one backward each, as Michel et al.'s released code accumulates
 // |∂L_batch/∂ξ| per batch; `per_example` differentiates every example (batch row) on its own,
 // the formula read literally with the absolute value inside the expectation over examples.
+#include "dist/dist.h"
 #include "importance/estimators.h"
 #include "importance/loss.h"
 #include "util/progress.h"
@@ -36,15 +37,16 @@ class HeadGradient : public Estimator {
         sums.push_back(torch::zeros(t->sizes(), t->options().dtype(torch::kDouble).requires_grad(false)));
         where.emplace_back(kind, l);
       }
-    // The units the expectation averages over: examples, or whole batches.
+    // The units the expectation averages over: examples, or whole batches; this rank's share of
+    // them (its batches), while the average divides by every rank's.
     std::vector<data::Batch> units;
-    for (const data::Batch& b : ctx.batches)
+    for (const data::Batch& b : dist::owned(ctx.batches))
       if (per_example_)
         for (int64_t row = 0; row < b.size(); ++row) units.push_back(example(b, row));
       else
         units.push_back(b);
-    const int64_t examples = static_cast<int64_t>(units.size());
-    Progress progress("head_gradient", examples, per_example_ ? "ex" : "batch");
+    const int64_t examples = unit_count(ctx.batches);
+    Progress progress("head_gradient", static_cast<int64_t>(units.size()), per_example_ ? "ex" : "batch");
     int64_t done = 0;
     for (const data::Batch& unit : units) {
       const torch::Tensor loss = calibration_loss(ctx.model, unit, &gates);
@@ -54,6 +56,7 @@ class HeadGradient : public Estimator {
       progress.update(++done);
     }
     progress.finish();
+    dist::all_reduce_sum(sums);
     Scores scores;
     for (size_t i = 0; i < leaves.size(); ++i)
       scores.set(where[i].first, where[i].second, (sums[i] / static_cast<double>(std::max<int64_t>(examples, 1))).reshape({-1}));
@@ -61,6 +64,13 @@ class HeadGradient : public Estimator {
   }
 
  private:
+  int64_t unit_count(const std::vector<data::Batch>& batches) const {
+    if (!per_example_) return static_cast<int64_t>(batches.size());
+    int64_t rows = 0;
+    for (const data::Batch& b : batches) rows += b.size();
+    return rows;
+  }
+
   bool per_example_;
 };
 

@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <map>
 
+#include "dist/dist.h"
 #include "importance/estimators.h"
 #include "model/tap.h"
 
@@ -28,13 +29,31 @@ class ProjectionTap : public model::Tap {
   struct Watch {
     std::string name;
     int64_t block = 1;   // input channels per scored unit: head_dim for heads, 1 for neurons
-    torch::Tensor sum;   // [in / block]
+    int64_t units = 0;   // in / block
+    torch::Tensor sum;   // [units], on the weight's device
   };
 
-  void watch(const torch::Tensor& weight, const std::string& name, int64_t block) {
+  void watch(const torch::Tensor& weight, const std::string& name, int64_t in_dim, int64_t block) {
     Watch& w = watched_[weight.unsafeGetTensorImpl()];
     w.name = name;
     w.block = block;
+    w.units = weight.size(in_dim) / block;
+    device_ = weight.device();
+  }
+
+  // Under data parallelism, every rank's sums added up, in name order (the map's keys are
+  // addresses, which differ between processes); a weight this rank never saw (it owned no
+  // batch) adds zeros. Alone: nothing.
+  void sum_over_ranks() {
+    if (dist::world_size() == 1) return;
+    std::map<std::string, Watch*> by_name;
+    for (auto& [impl, w] : watched_) by_name[w.name] = &w;
+    std::vector<torch::Tensor> sums;
+    for (auto& [name, w] : by_name) {
+      if (!w->sum.defined()) w->sum = torch::zeros({w->units}, torch::TensorOptions().dtype(torch::kDouble).device(device_));
+      sums.push_back(w->sum);
+    }
+    dist::all_reduce_sum(sums);
   }
   void set_token_mask(torch::Tensor mask) { token_mask_ = std::move(mask); }
 
@@ -74,6 +93,7 @@ class ProjectionTap : public model::Tap {
 
   std::map<const void*, Watch> watched_;
   torch::Tensor token_mask_;
+  torch::Device device_ = torch::kCPU;
 };
 
 class Projection : public Estimator {
@@ -118,19 +138,26 @@ class Projection : public Estimator {
         if (w.dim() != 2 || s->dim != input_dim(ctx, s->hf_param_name)) continue;
         const bool neuron = g.kind == GroupKind::ffn_neuron;
         const int64_t block = neuron ? 1 : ctx.model.config().head_dim;
-        tap.watch(w, s->hf_param_name, block);
+        tap.watch(w, s->hf_param_name, s->dim, block);
       }
     }
   }
 
-  // One forward pass per batch with the tap installed; returns the number of real tokens.
+  // One forward pass per batch this rank owns with the tap installed, then the sums over ranks;
+  // returns the number of real tokens (of all ranks).
   static double run(const Context& ctx, ProjectionTap& tap) {
     torch::NoGradGuard no_grad;
     EvalScope eval(ctx.model);
+    const double tokens = run_batches(ctx, tap, dist::owned(ctx.batches));
+    tap.sum_over_ranks();
+    return std::max(dist::sum_over_ranks(tokens), 1.0);
+  }
+
+  static double run_batches(const Context& ctx, ProjectionTap& tap, const std::vector<data::Batch>& batches) {
     const model::Gates gates = leaf_gates(ctx, false);
     model::TapScope scope(&tap);
     double tokens = 0;
-    for (const data::Batch& in : ctx.batches) {
+    for (const data::Batch& in : batches) {
       const data::Batch b = in.to(ctx.model.device());
       const torch::Tensor mask = b.attention_mask.defined() ? b.attention_mask.ne(0) : torch::Tensor();
       tap.set_token_mask(mask);
@@ -139,7 +166,7 @@ class Projection : public Estimator {
       ctx.model.forward(b.input_ids, b.attention_mask, ctx.gates ? &gates : nullptr, options);
       tokens += mask.defined() ? mask.sum().item<double>() : static_cast<double>(b.input_ids.numel());
     }
-    return std::max(tokens, 1.0);
+    return tokens;
   }
 };
 

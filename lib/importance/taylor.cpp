@@ -8,6 +8,7 @@
 #include <cmath>
 #include <map>
 
+#include "dist/dist.h"
 #include "importance/estimators.h"
 #include "importance/loss.h"
 #include "util/progress.h"
@@ -37,10 +38,12 @@ class Taylor : public Estimator {
     std::vector<torch::Tensor> grads(params.size());
     const model::Gates gates = leaf_gates(ctx, /*requires_grad=*/false);
     const model::Gates* through = ctx.gates ? &gates : nullptr;
-    Progress progress("taylor", static_cast<int64_t>(ctx.batches.size()), "batch");
+    // This rank's batches; the mean is over every rank's, and the gradients are summed over ranks.
+    const std::vector<data::Batch> mine = dist::owned(ctx.batches);
+    Progress progress("taylor", static_cast<int64_t>(mine.size()), "batch");
     const double share = 1.0 / static_cast<double>(ctx.batches.size());
-    for (size_t b = 0; b < ctx.batches.size(); ++b) {
-      const torch::Tensor loss = calibration_loss(ctx.model, ctx.batches[b], through) * share;
+    for (size_t b = 0; b < mine.size(); ++b) {
+      const torch::Tensor loss = calibration_loss(ctx.model, mine[b], through) * share;
       const std::vector<torch::Tensor> g = torch::autograd::grad({loss}, params, {}, false, false, true);
       for (size_t i = 0; i < params.size(); ++i) {
         if (!g[i].defined()) continue;
@@ -50,6 +53,7 @@ class Taylor : public Estimator {
       progress.update(static_cast<int64_t>(b + 1));
     }
     progress.finish();
+    sum_over_ranks(grads, params);
     std::map<std::string, size_t> position;
     for (size_t i = 0; i < names.size(); ++i) position[names[i]] = i;
     torch::NoGradGuard no_grad;
@@ -66,6 +70,15 @@ class Taylor : public Estimator {
   }
 
  private:
+  // Under data parallelism, the gradient of the whole calibration set on every rank. A
+  // parameter no batch of this rank reached adds a zero gradient (ranks must sum equal shapes).
+  static void sum_over_ranks(std::vector<torch::Tensor>& grads, const std::vector<torch::Tensor>& params) {
+    if (dist::world_size() == 1) return;
+    for (size_t i = 0; i < grads.size(); ++i)
+      if (!grads[i].defined()) grads[i] = torch::zeros(params[i].sizes(), params[i].options().dtype(torch::kFloat));
+    dist::all_reduce_sum(grads);
+  }
+
   bool element_;
 };
 

@@ -21,7 +21,8 @@ namespace secateur::stages {
 recipe::SchemaPtr prune_calibration_schema();
 
 // The batches `options` (validated against prune_calibration_schema()) describe for the run's
-// model; the same recipe seed and options give the same batches. UserError naming the key for a
+// model; the same recipe seed and options give the same batches (on every data-parallel rank:
+// the estimators split them over ranks, importance/estimator.h). UserError naming the key for a
 // missing file, a tokenizer whose ids exceed the model's vocabulary, or sequences longer than the
 // model's positions.
 std::vector<data::Batch> prune_calibration(run::RunState& state, const recipe::Value& options);
