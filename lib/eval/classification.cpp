@@ -1,5 +1,6 @@
 #include "eval/classification.h"
 
+#include "dist/dist.h"
 #include "util/error.h"
 
 namespace secateur::eval {
@@ -19,6 +20,18 @@ void ClassificationMetrics::add(const torch::Tensor& logits, const torch::Tensor
       throw UserError("label " + std::to_string(t[i]) + " is outside the model's " + std::to_string(classes) + " classes");
     ++confusion_[static_cast<size_t>(t[i])][static_cast<size_t>(p[i])];
   }
+}
+
+void ClassificationMetrics::sum_over_ranks() {
+  if (dist::world_size() == 1) return;
+  const auto classes = static_cast<int64_t>(confusion_.size());
+  torch::Tensor counts = torch::empty({classes, classes}, torch::kLong);
+  auto cells = counts.accessor<int64_t, 2>();
+  for (int64_t t = 0; t < classes; ++t)
+    for (int64_t p = 0; p < classes; ++p) cells[t][p] = confusion_[static_cast<size_t>(t)][static_cast<size_t>(p)];
+  dist::all_reduce_sum(counts);
+  for (int64_t t = 0; t < classes; ++t)
+    for (int64_t p = 0; p < classes; ++p) confusion_[static_cast<size_t>(t)][static_cast<size_t>(p)] = cells[t][p];
 }
 
 int64_t ClassificationMetrics::examples() const {

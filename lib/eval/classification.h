@@ -12,6 +12,9 @@ class ClassificationMetrics {
   explicit ClassificationMetrics(int64_t num_classes);
   // logits [B, C]; labels [B] (entries of -100 are skipped).
   void add(const torch::Tensor& logits, const torch::Tensor& labels);
+  // Under data parallelism, where each rank added its own batches: the confusion matrix of all
+  // of them, on every rank (alone: nothing changes).
+  void sum_over_ranks();
 
   int64_t examples() const;
   double accuracy() const;

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "dist/dist.h"
 #include "eval/loss.h"
 #include "util/error.h"
 #include "util/progress.h"
@@ -31,6 +32,24 @@ std::vector<Window> windows_of(int64_t length, int64_t context, int64_t stride) 
   return out;
 }
 
+// Windows [first, last) that share a forward pass: up to batch_size consecutive windows of equal
+// length.
+struct Pass {
+  size_t first, last;
+};
+
+std::vector<Pass> passes_of(const std::vector<Window>& windows, int64_t batch_size) {
+  std::vector<Pass> out;
+  for (size_t i = 0; i < windows.size();) {
+    size_t j = i;
+    const int64_t length = windows[i].end - windows[i].begin;
+    while (j < windows.size() && static_cast<int64_t>(j - i) < batch_size && windows[j].end - windows[j].begin == length) ++j;
+    out.push_back({i, j});
+    i = j;
+  }
+  return out;
+}
+
 }  // namespace
 
 PerplexityResult perplexity(model::Model& model, const torch::Tensor& tokens, const PerplexityOptions& o) {
@@ -52,19 +71,20 @@ PerplexityResult perplexity(model::Model& model, const torch::Tensor& tokens, co
   const auto windows = windows_of(tokens.size(0), o.context, o.stride);
   torch::Tensor nll_sum = torch::zeros({}, torch::TensorOptions().dtype(torch::kDouble).device(device));
   torch::Tensor count = torch::zeros({}, torch::TensorOptions().dtype(torch::kLong).device(device));
-  Progress progress("perplexity", static_cast<int64_t>(windows.size()), "win");
-  for (size_t i = 0; i < windows.size();) {
-    // Windows of equal length share a forward pass.
-    size_t j = i;
-    const int64_t length = windows[i].end - windows[i].begin;
+  // Under data parallelism each rank runs its share of the passes; the sums add up over ranks.
+  const std::vector<Pass> passes = dist::owned(passes_of(windows, o.batch_size));
+  int64_t mine = 0, done = 0;
+  for (const Pass& pass : passes) mine += static_cast<int64_t>(pass.last - pass.first);
+  Progress progress("perplexity", mine, "win");
+  for (const Pass& pass : passes) {
+    const int64_t length = windows[pass.first].end - windows[pass.first].begin;
     std::vector<torch::Tensor> inputs, labels;
-    while (j < windows.size() && static_cast<int64_t>(j - i) < o.batch_size && windows[j].end - windows[j].begin == length) {
+    for (size_t j = pass.first; j < pass.last; ++j) {
       auto ids = tokens.slice(0, windows[j].begin, windows[j].end);
       auto lab = ids.clone();
       lab.slice(0, 0, length - windows[j].target_len).fill_(-100);  // context only, already scored
       inputs.push_back(ids);
       labels.push_back(lab);
-      ++j;
     }
     data::Batch batch;
     batch.input_ids = torch::stack(inputs).to(device);
@@ -73,10 +93,12 @@ PerplexityResult perplexity(model::Model& model, const torch::Tensor& tokens, co
     LossSum s = task_loss_sum(model::Task::causal_lm, logits, batch);
     nll_sum += s.sum.to(torch::kDouble);
     count += s.count;
-    progress.update(static_cast<int64_t>(j));
-    i = j;
+    done += static_cast<int64_t>(pass.last - pass.first);
+    progress.update(done);
   }
   progress.finish();
+  std::vector<torch::Tensor> sums{nll_sum, count};
+  dist::all_reduce_sum(sums);
   PerplexityResult r;
   r.tokens_scored = count.item<int64_t>();
   r.mean_nll = nll_sum.item<double>() / static_cast<double>(std::max<int64_t>(1, r.tokens_scored));

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "dist/dist.h"
 #include "util/error.h"
 #include "util/progress.h"
 
@@ -68,7 +69,7 @@ std::pair<double, double> js_divergence(const torch::Tensor& log_p, const torch:
 
 CandidateEvaluator::CandidateEvaluator(model::Model& model, const std::vector<data::Batch>& batches,
                                        SearchCriterion criterion, const surgery::Masks& start, bool cache)
-    : model_(model), batches_(batches), criterion_(criterion), cache_(cache) {
+    : model_(model), batches_(dist::owned(batches)), criterion_(criterion), cache_(cache) {
   if (criterion_ == SearchCriterion::output_change) {
     const model::Gates gates = start.to_gates(model.config(), model.device());
     for (size_t b = 0; b < batches_.size(); ++b) {
@@ -119,14 +120,15 @@ torch::Tensor CandidateEvaluator::logits(size_t batch, const model::Gates* gates
 }
 
 double CandidateEvaluator::score(const std::vector<torch::Tensor>& all) {
-  double sum = 0, count = 0;
+  std::vector<double> sum_count{0, 0};
   for (size_t b = 0; b < all.size(); ++b) {
     const auto [s, n] = criterion_ == SearchCriterion::perplexity ? next_token_nll(all[b], batches_[b])
                                                                   : js_divergence(reference_[b], all[b], batches_[b]);
-    sum += s;
-    count += n;
+    sum_count[0] += s;
+    sum_count[1] += n;
   }
-  const double mean = sum / std::max(count, 1.0);
+  dist::sum_over_ranks(sum_count);
+  const double mean = sum_count[0] / std::max(sum_count[1], 1.0);
   return criterion_ == SearchCriterion::perplexity ? std::exp(mean) : mean;
 }
 
@@ -211,7 +213,7 @@ BlockSearchResult block_search(model::Model& model, const std::vector<data::Batc
     progress.update(step);
   }
   progress.finish();
-  result.layers_run = evaluator.layers_run();
+  result.layers_run = static_cast<int64_t>(dist::sum_over_ranks(static_cast<double>(evaluator.layers_run())));
   return result;
 }
 

@@ -73,7 +73,9 @@ struct BlockSearchResult {
 // Scores the model with candidate masks on the calibration batches: perplexity of next-token
 // prediction (causal LMs; padding ignored), or the mean over real tokens (rows, for classifiers)
 // of JS(p_start ‖ p_candidate) with p_start the output distribution of the model through the
-// masks given at construction.
+// masks given at construction. Under data parallelism every rank passes the same batches, runs
+// the ones it owns, and the sums are added up over ranks: every rank gets the same scores (and
+// so makes the same choices) as one process on all batches.
 class CandidateEvaluator {
  public:
   CandidateEvaluator(model::Model& model, const std::vector<data::Batch>& batches, SearchCriterion criterion,
@@ -91,7 +93,7 @@ class CandidateEvaluator {
   double score(const std::vector<torch::Tensor>& logits);
 
   model::Model& model_;
-  const std::vector<data::Batch>& batches_;
+  std::vector<data::Batch> batches_;  // this rank's share (dist::owns) of the calibration batches
   SearchCriterion criterion_;
   bool cache_;
   surgery::Masks current_;

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "dist/dist.h"
 #include "eval/classification.h"
 #include "eval/cost.h"
 #include "eval/loss.h"
@@ -112,8 +113,11 @@ class EvalStage : public recipe::Stage {
   }
 
  private:
-  static json masked_lm(model::Model& m, const std::vector<data::Batch>& batches) {
+  // Under data parallelism each rank evaluates the batches it owns and the sums are added up
+  // over ranks, so every rank reports the metrics of the whole split.
+  static json masked_lm(model::Model& m, const std::vector<data::Batch>& all) {
     const auto device = m.device();
+    const std::vector<data::Batch> batches = dist::owned(all);
     double loss = 0;
     int64_t tokens = 0, correct = 0;
     Progress progress("eval masked LM", static_cast<int64_t>(batches.size()), "batch");
@@ -130,13 +134,19 @@ class EvalStage : public recipe::Stage {
       progress.update(static_cast<int64_t>(k + 1));
     }
     progress.finish();
+    std::vector<double> sums{loss, static_cast<double>(tokens), static_cast<double>(correct)};
+    dist::sum_over_ranks(sums);
+    loss = sums[0];
+    tokens = static_cast<int64_t>(sums[1]);
+    correct = static_cast<int64_t>(sums[2]);
     if (tokens == 0) throw UserError("eval: no token was selected for masking (data too short or data.mlm_probability too small)");
     return {{"loss", loss / static_cast<double>(tokens)}, {"accuracy", static_cast<double>(correct) / static_cast<double>(tokens)},
             {"masked_tokens", tokens}};
   }
 
-  static json classify(model::Model& m, const std::vector<data::Batch>& batches) {
+  static json classify(model::Model& m, const std::vector<data::Batch>& all) {
     const auto device = m.device();
+    const std::vector<data::Batch> batches = dist::owned(all);
     eval::ClassificationMetrics metrics(m.config().num_labels);
     double loss = 0;
     int64_t count = 0;
@@ -153,6 +163,11 @@ class EvalStage : public recipe::Stage {
       progress.update(static_cast<int64_t>(k + 1));
     }
     progress.finish();
+    metrics.sum_over_ranks();
+    std::vector<double> sums{loss, static_cast<double>(count)};
+    dist::sum_over_ranks(sums);
+    loss = sums[0];
+    count = static_cast<int64_t>(sums[1]);
     return {{"accuracy", metrics.accuracy()}, {"macro_f1", metrics.macro_f1()},
             {"loss", loss / static_cast<double>(std::max<int64_t>(1, count))}, {"examples", metrics.examples()}};
   }

@@ -4,6 +4,7 @@
 
 #include "data/batching.h"
 #include "data/dataset.h"
+#include "dist/dist.h"
 #include "eval/classification.h"
 #include "eval/loss.h"
 #include "train/trainer.h"
@@ -184,7 +185,8 @@ class DataEvaluator : public Evaluator {
     torch::Tensor correct = torch::zeros({}, torch::TensorOptions().dtype(torch::kLong).device(device));
     std::unique_ptr<eval::ClassificationMetrics> cls;
     if (task_ == TrainTask::classification) cls = std::make_unique<eval::ClassificationMetrics>(m.config().num_labels);
-    for (const auto& batch : batches_) {
+    // Under data parallelism each rank evaluates its share of the split; the sums add up over ranks.
+    for (const auto& batch : dist::owned(batches_)) {
       const data::Batch b = batch.to(device);
       model::ForwardOptions f = options;
       f.output_hidden_states = false;
@@ -197,6 +199,9 @@ class DataEvaluator : public Evaluator {
       if (task_ == TrainTask::masked_lm) correct += (logits.argmax(-1).eq(b.labels) & (b.labels != -100)).sum();
     }
     if (was_training) m.train();
+    std::vector<torch::Tensor> sums{loss_sum, count, correct};
+    dist::all_reduce_sum(sums);
+    if (cls) cls->sum_over_ranks();
     const double n = static_cast<double>(std::max<int64_t>(1, count.item<int64_t>()));
     const double loss = loss_sum.item<double>() / n;
     StepMetrics out{{"loss", loss}};
