@@ -1,6 +1,7 @@
 // `export`: writes the current model as an HF directory (config.json + safetensors, sharded above
 // a size), copies the tokenizer files of the source model, and proves the files load back into
-// the same function by comparing logits on a fixed random batch.
+// the same function by comparing logits on a fixed random batch. Only the main rank writes.
+#include "dist/dist.h"
 #include "io/weights.h"
 #include "stages/model_access.h"
 #include "stages/stage_kinds.h"
@@ -22,9 +23,19 @@ class ExportStage : public recipe::Stage {
       : dir_(o.get_string("dir", "export")), max_shard_mb_(o.get_int("max_shard_mb", 5000)),
         dtype_(o.get_string("dtype", "")), verify_(o.get_bool("verify", true)) {}
 
+  // Under data parallelism every rank holds the same model: the main rank alone writes it (two
+  // writers of one directory would interleave their files), and the others wait until it is
+  // complete, so that whatever runs next on any rank finds the whole export at `out` (in the
+  // main rank's run directory: another rank's RunDir::file() is its private scratch).
   void run(run::RunState& state) override {
     model::Model& m = ensure_model(state);
-    const std::string out = fs::is_absolute(dir_) ? dir_ : state.dir.file(dir_);
+    const std::string out = fs::is_absolute(dir_) ? dir_ : state.dir.path() + "/" + dir_;
+    if (dist::is_main()) write(state, m, out);
+    dist::barrier();
+  }
+
+ private:
+  void write(run::RunState& state, model::Model& m, const std::string& out) {
     io::TensorMap tensors = m.state_dict_hf();
     if (!dtype_.empty()) {
       const auto type = model::parse_dtype(dtype_);
@@ -47,7 +58,6 @@ class ExportStage : public recipe::Stage {
     log::info(state.stage_label() + "  " + out + "  (HF-loadable: " + (config.is_uniform() ? "yes" : "no, per-layer shapes in block_configs") + ")");
   }
 
- private:
   int copy_tokenizer_files(run::RunState& state, const std::string& out) {
     const recipe::Value* section = state.recipe.tree.find("model");
     if (!section) return 0;
