@@ -8,22 +8,9 @@
 //     (sum_over_ranks, any_rank) agree on every rank;
 //   - `secateur run` as two ranks (join_for_run + run::execute): one run directory, named by
 //     rank 0, written only by rank 0, while the stage runs on both.
-// The test binary re-runs itself as the workers (DistWorker.Run, skipped unless the parent set
-// SECATEUR_DIST_WORKER), so no launcher is needed.
+// The test binary re-runs itself as the workers (DistWorker.Run; workers.h), so no launcher is
+// needed.
 #include <gtest/gtest.h>
-
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include <algorithm>
-#include <chrono>
-#include <cstdlib>
-#include <thread>
 
 #include "dist/data_parallel.h"
 #include "dist/dist.h"
@@ -34,51 +21,27 @@
 #include "recipe/registry.h"
 #include "run/run_state.h"
 #include "run/runner.h"
+#include "support/train_fixtures.h"
 #include "train/trainer.h"
 #include "util/fs.h"
-
-extern char** environ;
+#include "workers.h"
 
 namespace secateur::dist {
 namespace {
 
-constexpr int64_t kWorld = 2;
+using namespace secateur::dist::testing;  // workers.h: the worker processes and their files
+using secateur::testing::fixture_model;
+using secateur::testing::RandomBlocks;
+
 constexpr int64_t kGlobalBatch = 4;  // blocks per optimiser step, over all ranks
 constexpr int64_t kSteps = 3;
 
-std::string fixture(const std::string& name) { return std::string(SECATEUR_FIXTURES) + "/models/" + name; }
-
-std::string env_or(const char* name, const std::string& fallback = "") {
-  const char* v = std::getenv(name);
-  return v ? v : fallback;
-}
-
 // ---- the work each side does --------------------------------------------------------------
 
-// Fixed random token blocks (no padding), dealt to ranks by EpochSampler as make_batch_source does.
-class Blocks : public train::BatchSource {
- public:
-  Blocks(int64_t batch_size, int64_t rank, int64_t world)
-      : batch_size_(batch_size), sampler_(16, /*seed=*/7, /*shuffle=*/true, rank, world) {
-    auto g = torch::make_generator<at::CPUGeneratorImpl>(99);
-    rows_ = torch::randint(128, {16, 12}, g, torch::kLong);
-  }
-  int64_t batches_per_epoch() const override { return sampler_.size() / batch_size_; }
-  data::Batch batch(int64_t epoch, int64_t index) const override {
-    const auto order = sampler_.order(epoch);
-    std::vector<int64_t> idx(order.begin() + index * batch_size_, order.begin() + (index + 1) * batch_size_);
-    data::Batch b;
-    b.input_ids = rows_.index_select(0, torch::tensor(idx, torch::kLong));
-    b.attention_mask = torch::ones_like(b.input_ids);
-    return b;
-  }
-  std::string describe() const override { return "blocks"; }
-
- private:
-  int64_t batch_size_;
-  train::EpochSampler sampler_;
-  torch::Tensor rows_;
-};
+// 16 fixed random blocks of 12 tokens, dealt to ranks by EpochSampler as make_batch_source does.
+std::shared_ptr<RandomBlocks> blocks(int64_t batch_size, int64_t rank, int64_t world) {
+  return std::make_shared<RandomBlocks>(16, 12, 128, batch_size, /*seed=*/7, /*shuffle=*/true, rank, world);
+}
 
 // Continuous head gates that train with the model: an extension's parameters must be averaged too.
 class HeadGates : public train::Extension {
@@ -99,17 +62,7 @@ class HeadGates : public train::Extension {
 std::vector<torch::Tensor> train_llama(int64_t rank, int64_t world, std::shared_ptr<train::GradientSync> sync,
                                        model::Model& m) {
   auto gates = std::make_shared<HeadGates>(m.config());
-  train::TrainOptions o;
-  o.steps = kSteps;
-  o.optimizer.kind = train::OptimizerKind::sgd;
-  o.optimizer.lr = 0.5;
-  o.optimizer.momentum = 0.9;
-  o.schedule.kind = train::ScheduleKind::constant;
-  o.max_grad_norm = 1.0;  // the global norm of the averaged gradient: the same on every rank
-  o.log_every = 0;
-  o.best_metric = "";
-  o.seed = 3;
-  train::Trainer trainer(m, o, std::make_shared<Blocks>(kGlobalBatch / world, rank, world), {gates}, nullptr, {},
+  train::Trainer trainer(m, data_parallel_training(kSteps), blocks(kGlobalBatch / world, rank, world), {gates}, nullptr, {},
                          std::move(sync));
   trainer.run();
   std::vector<torch::Tensor> out;
@@ -123,13 +76,13 @@ std::vector<torch::Tensor> train_llama(int64_t rank, int64_t world, std::shared_
 std::vector<torch::Tensor> statistics(model::Model& m) {
   torch::NoGradGuard no_grad;
   m.eval();
-  Blocks blocks(2, 0, 1);
+  const auto all = blocks(2, 0, 1);
   auto count = torch::zeros({1}, torch::kLong);
   auto sumsq = torch::zeros({128}, torch::kFloat);
   auto gram = torch::zeros({128, 128}, torch::kDouble);
-  for (int64_t b = 0; b < blocks.batches_per_epoch(); ++b) {
+  for (int64_t b = 0; b < all->batches_per_epoch(); ++b) {
     if (!owns(b)) continue;
-    const auto batch = blocks.batch(0, b);
+    const auto batch = all->batch(0, b);
     const auto x = m.forward(batch.input_ids, batch.attention_mask).logits.reshape({-1, 128});
     count += x.size(0);
     sumsq += x.pow(2).sum(0);
@@ -141,24 +94,6 @@ std::vector<torch::Tensor> statistics(model::Model& m) {
   return stats;
 }
 
-void save(const std::vector<torch::Tensor>& tensors, const std::string& role, int64_t rank) {
-  torch::save(tensors, fs::join(env_or("SECATEUR_DIST_DIR"), role + "-rank" + std::to_string(rank) + ".pt"));
-}
-
-std::vector<torch::Tensor> load(const std::string& dir, const std::string& role, int64_t rank) {
-  std::vector<torch::Tensor> out;
-  torch::load(out, fs::join(dir, role + "-rank" + std::to_string(rank) + ".pt"));
-  return out;
-}
-
-GroupOptions gloo_options(int64_t bucket_bytes) {
-  GroupOptions o;
-  o.backend = Backend::gloo;
-  o.timeout = std::chrono::seconds(60);
-  o.bucket_bytes = bucket_bytes;
-  return o;
-}
-
 // ---- workers --------------------------------------------------------------------------------
 
 void train_worker() {
@@ -166,7 +101,7 @@ void train_worker() {
   const World world = world_from_environment(process_environment(), false);
   ASSERT_EQ(world.world_size, kWorld);
   Session session(ProcessGroup::over_tcp(world, gloo_options(4096)));  // small buckets: many of them
-  auto m = model::load_model(fixture("llama_gqa"));
+  auto m = fixture_model("llama_gqa");
   if (world.rank == 1) {
     // Rank 1 starts elsewhere: make_gradient_sync must hand it rank 0's weights.
     torch::NoGradGuard no_grad;
@@ -179,13 +114,13 @@ void train_worker() {
 }
 
 void stats_worker(int64_t rank) {
-  Session session(ProcessGroup::over_file(fs::join(env_or("SECATEUR_DIST_DIR"), "store"), rank, kWorld, gloo_options(1 << 16)));
-  auto m = model::load_model(fixture("llama_gqa"));
+  Session session(file_group(rank));
+  auto m = fixture_model("llama_gqa");
   save(statistics(*m), "stats", rank);
 }
 
 void sync_worker(int64_t rank) {
-  auto group = ProcessGroup::over_file(fs::join(env_or("SECATEUR_DIST_DIR"), "store"), rank, kWorld, gloo_options(64));
+  auto group = file_group(rank, 64);
   Session session(group);
   DataParallelSync sync(group);
   // a: both ranks have a gradient; b: only rank 1; c: none.
@@ -224,7 +159,7 @@ void run_worker() {
   const auto recipe = recipe::load_recipe_text(
       "name: two-ranks\ndevice: cpu\nthreads: 1\ndistributed: {backend: gloo, timeout_s: 60}\nstages:\n  - sum_ranks: {}\n",
       "two_ranks.yaml", {}, *registry.recipe_schema());
-  const std::string dir = env_or("SECATEUR_DIST_DIR");
+  const std::string dir = worker_dir();
   run::RunOptions options;
   options.runs_root = fs::join(dir, "runs");
   auto session = join_for_run(recipe, options);
@@ -234,10 +169,10 @@ void run_worker() {
 }
 
 TEST(DistWorker, Run) {
-  const std::string role = env_or("SECATEUR_DIST_WORKER");
+  const std::string role = worker_role();
   if (role.empty()) GTEST_SKIP() << "runs only as a worker of the DistTwoProcess tests";
   torch::set_num_threads(1);
-  const int64_t rank = std::stoll(env_or("SECATEUR_DIST_RANK", "0"));
+  const int64_t rank = worker_rank();
   if (role == "train") train_worker();
   else if (role == "stats") stats_worker(rank);
   else if (role == "sync") sync_worker(rank);
@@ -247,91 +182,14 @@ TEST(DistWorker, Run) {
 
 // ---- the parent side -------------------------------------------------------------------------
 
-int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof addr;
-  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    if (fd >= 0) ::close(fd);
-    return 29500 + static_cast<int>(::getpid() % 1000);
-  }
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
-// Runs `role` as kWorld worker processes of this test binary; returns their exit statuses
-// (-1 for a worker killed after 180 s: a hung collective).
-std::vector<int> run_workers(const std::string& role, const std::string& dir, bool torchrun_env,
-                             const std::string& tmpdir = "") {
-  const int port = free_port();
-  std::vector<pid_t> pids;
-  for (int64_t r = 0; r < kWorld; ++r) {
-    std::vector<std::string> vars;
-    for (char** e = environ; *e; ++e) vars.emplace_back(*e);
-    vars.push_back("SECATEUR_DIST_WORKER=" + role);
-    vars.push_back("SECATEUR_DIST_RANK=" + std::to_string(r));
-    vars.push_back("SECATEUR_DIST_DIR=" + dir);
-    if (!tmpdir.empty()) vars.push_back("TMPDIR=" + tmpdir);
-    if (torchrun_env) {
-      for (const std::string v : {"RANK=", "LOCAL_RANK="}) vars.push_back(v + std::to_string(r));
-      vars.push_back("WORLD_SIZE=" + std::to_string(kWorld));
-      vars.push_back("MASTER_ADDR=127.0.0.1");
-      vars.push_back("MASTER_PORT=" + std::to_string(port));
-    }
-    std::vector<char*> envp;
-    for (auto& v : vars) envp.push_back(v.data());
-    envp.push_back(nullptr);
-    std::string exe = "/proc/self/exe", filter = "--gtest_filter=DistWorker.Run";
-    char* argv[] = {exe.data(), filter.data(), nullptr};
-    pid_t pid = 0;
-    if (::posix_spawn(&pid, exe.c_str(), nullptr, nullptr, argv, envp.data()) != 0) {
-      ADD_FAILURE() << "cannot start worker " << r;
-      pid = -1;
-    }
-    pids.push_back(pid);
-  }
-  std::vector<int> status(pids.size(), -1);
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(180);
-  std::vector<bool> finished(pids.size(), false);
-  for (size_t i = 0; i < pids.size(); ++i) finished[i] = pids[i] < 0;
-  while (std::count(finished.begin(), finished.end(), false) > 0 && std::chrono::steady_clock::now() < deadline) {
-    for (size_t i = 0; i < pids.size(); ++i) {
-      if (finished[i]) continue;
-      int st = 0;
-      if (::waitpid(pids[i], &st, WNOHANG) == pids[i]) {
-        finished[i] = true;
-        status[i] = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-      }
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  for (size_t i = 0; i < pids.size(); ++i) {
-    if (finished[i]) continue;
-    ::kill(pids[i], SIGKILL);
-    ::waitpid(pids[i], nullptr, 0);
-  }
-  return status;
-}
-
-std::string temp_dir(const std::string& name) {
-  const std::string d = fs::join(fs::temp_directory(), "secateur-dist-" + name + "-" + std::to_string(::getpid()));
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
-
 TEST(DistTwoProcess, TrainingEqualsOneProcessOnTheGlobalBatch) {
   if (!backend_available(Backend::gloo)) GTEST_SKIP() << "this build has no Gloo backend";
   torch::set_num_threads(1);
   const std::string dir = temp_dir("train");
-  ASSERT_EQ(run_workers("train", dir, /*torchrun_env=*/true), (std::vector<int>{0, 0}));
+  ASSERT_EQ(run_workers("train", dir, {"DistWorker.Run", /*torchrun_env=*/true, ""}), (std::vector<int>{0, 0}));
   const auto rank0 = load(dir, "train", 0), rank1 = load(dir, "train", 1);
 
-  auto alone = model::load_model(fixture("llama_gqa"));
+  auto alone = fixture_model("llama_gqa");
   const auto before = alone->hf_parameter(alone->hf_names().front()).clone();
   const auto reference = train_llama(0, 1, nullptr, *alone);
   ASSERT_EQ(rank0.size(), reference.size());
@@ -347,9 +205,9 @@ TEST(DistTwoProcess, SummedStatisticsEqualOneProcessOverAllBatches) {
   if (!backend_available(Backend::gloo)) GTEST_SKIP() << "this build has no Gloo backend";
   torch::set_num_threads(1);
   const std::string dir = temp_dir("stats");
-  ASSERT_EQ(run_workers("stats", dir, false), (std::vector<int>{0, 0}));
+  ASSERT_EQ(run_workers("stats", dir), (std::vector<int>{0, 0}));
   const auto rank0 = load(dir, "stats", 0), rank1 = load(dir, "stats", 1);
-  auto m = model::load_model(fixture("llama_gqa"));
+  auto m = fixture_model("llama_gqa");
   const auto alone = statistics(*m);  // no Session: every batch, sums as they are
   ASSERT_EQ(alone[0].item<int64_t>(), 16 * 12);
   for (size_t i = 0; i < alone.size(); ++i) {
@@ -365,7 +223,7 @@ TEST(DistTwoProcess, SummedStatisticsEqualOneProcessOverAllBatches) {
 TEST(DistTwoProcess, GradientSyncAveragesAndBroadcastCopiesRankZero) {
   if (!backend_available(Backend::gloo)) GTEST_SKIP() << "this build has no Gloo backend";
   const std::string dir = temp_dir("sync");
-  ASSERT_EQ(run_workers("sync", dir, false), (std::vector<int>{0, 0}));
+  ASSERT_EQ(run_workers("sync", dir), (std::vector<int>{0, 0}));
   for (int64_t r = 0; r < kWorld; ++r) {
     const auto t = load(dir, "sync", r);
     EXPECT_TRUE(torch::equal(t[0], torch::full({3}, 2.0, torch::kFloat))) << "(1 + 3) / 2 on rank " << r;
@@ -390,7 +248,7 @@ TEST(DistTwoProcess, OnlyRankZeroWritesTheRunDirectory) {
   if (!backend_available(Backend::gloo)) GTEST_SKIP() << "this build has no Gloo backend";
   const std::string dir = temp_dir("run"), tmp = fs::join(dir, "tmp");
   fs::create_directories(tmp);
-  ASSERT_EQ(run_workers("run", dir, /*torchrun_env=*/true, tmp), (std::vector<int>{0, 0}));
+  ASSERT_EQ(run_workers("run", dir, {"DistWorker.Run", /*torchrun_env=*/true, tmp}), (std::vector<int>{0, 0}));
   // Both ranks ran in the directory rank 0 named (named after the time: they could differ).
   const std::string path = fs::read_file(fs::join(dir, "run-rank0.txt"));
   EXPECT_EQ(fs::read_file(fs::join(dir, "run-rank1.txt")), path);

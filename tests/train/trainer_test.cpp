@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "model/model.h"
+#include "support/train_fixtures.h"
 #include "train/trainer.h"
 #include "util/error.h"
 #include "util/fs.h"
@@ -14,34 +15,8 @@
 namespace secateur::train {
 namespace {
 
-std::shared_ptr<model::Model> load(const std::string& name) {
-  return model::load_model(std::string(SECATEUR_FIXTURES) + "/models/" + name);
-}
-
-// Fixed random blocks of token ids (no padding): example i is row i.
-class RandomBlocks : public BatchSource {
- public:
-  RandomBlocks(int64_t n, int64_t len, int64_t vocab, int64_t batch_size, uint64_t seed = 0, bool shuffle = true)
-      : batch_size_(batch_size), sampler_(n, seed, shuffle) {
-    auto g = torch::make_generator<at::CPUGeneratorImpl>(1234);
-    rows_ = torch::randint(vocab, {n, len}, g, torch::kLong);
-  }
-  int64_t batches_per_epoch() const override { return sampler_.size() / batch_size_; }
-  data::Batch batch(int64_t epoch, int64_t index) const override {
-    const auto order = sampler_.order(epoch);
-    std::vector<int64_t> idx(order.begin() + index * batch_size_, order.begin() + (index + 1) * batch_size_);
-    data::Batch b;
-    b.input_ids = rows_.index_select(0, torch::tensor(idx, torch::kLong));
-    b.attention_mask = torch::ones_like(b.input_ids);
-    return b;
-  }
-  std::string describe() const override { return "random blocks"; }
-
- private:
-  int64_t batch_size_;
-  EpochSampler sampler_;
-  torch::Tensor rows_;
-};
+using testing::fixture_model;
+using testing::RandomBlocks;
 
 // The mean causal-LM loss on all rows: an evaluator that needs no DataSource.
 class RowsLoss : public Evaluator {
@@ -122,7 +97,7 @@ TEST(Schedule, CosineWithWarmupRatioAndFloor) {
 TEST(WeightDecay, ExcludesBiasesAndNormWeightsOfEveryFamily) {
   // In these architectures the 1-D parameters are exactly the biases and the norm weights.
   for (const char* name : {"gpt2", "llama_gqa", "bert_cls", "qwen2"}) {
-    auto m = load(name);
+    auto m = fixture_model(name);
     int64_t excluded = 0;
     for (const auto& n : m->hf_names()) {
       const bool one_d = m->hf_parameter(n).dim() == 1;
@@ -141,7 +116,7 @@ TEST(WeightDecay, ExcludesBiasesAndNormWeightsOfEveryFamily) {
 TEST(WeightDecay, AdamWDecaysOnlyTheDecayGroup) {
   // A frozen-but-one model with lr·wd large: after one step, a decayed matrix has shrunk by
   // exactly the decoupled factor beyond Adam's update, a bias has not been decayed at all.
-  auto m = load("gpt2");
+  auto m = fixture_model("gpt2");
   auto rows = std::make_shared<RandomBlocks>(8, 16, 128, 4);
   TrainOptions o;
   o.steps = 1;
@@ -176,8 +151,8 @@ TEST(WeightDecay, AdamWDecaysOnlyTheDecayGroup) {
 TEST(Accumulation, KMicroBatchesEqualOneBigBatch) {
   // SGD, lr 1: the update is the gradient. Blocks without padding: the mean of the micro-batch
   // means is the big batch's mean. (llama_gqa has no dropout, so both runs see the same function.)
-  auto a = load("llama_gqa");
-  auto b = load("llama_gqa");
+  auto a = fixture_model("llama_gqa");
+  auto b = fixture_model("llama_gqa");
   TrainOptions o = sgd(1.0, 1);
   o.grad_accumulation = 4;
   Trainer(*a, o, std::make_shared<RandomBlocks>(8, 12, 128, 2, 0, false)).run();
@@ -188,7 +163,7 @@ TEST(Accumulation, KMicroBatchesEqualOneBigBatch) {
 }
 
 TEST(Clipping, UpdateHasTheMaxNormWhenGradientsAreLarger) {
-  auto m = load("gpt2");
+  auto m = fixture_model("gpt2");
   auto rows = std::make_shared<RandomBlocks>(4, 12, 128, 4);
   const auto before = snapshot(*m);
   TrainOptions o = sgd(1.0, 1);
@@ -217,7 +192,7 @@ class TwoScalars : public Extension {
 };
 
 TEST(ParamGroups, MaximizeGroupsAscendWithTheirOwnLearningRate) {
-  auto m = load("gpt2");
+  auto m = fixture_model("gpt2");
   auto ext = std::make_shared<TwoScalars>();
   TrainOptions o = sgd(1e-3, 3);
   o.freeze.mode = FreezeMode::all;  // only the extension trains
@@ -248,14 +223,14 @@ TEST(Resume, StoppedAndResumedRunEqualsUninterruptedBitwise) {
   o.keep_last = 1;
   auto ext_full = std::make_shared<TwoScalars>();
   torch::manual_seed(0);
-  auto full = load("gpt2");
+  auto full = fixture_model("gpt2");
   const auto r_full = Trainer(*full, o, rows, {ext_full}, std::make_shared<RowsLoss>(rows)).run({temp_dir("full")});
   EXPECT_FALSE(r_full.interrupted);
   EXPECT_EQ(r_full.steps, 8);
 
   const std::string dir = temp_dir("stopped");
   torch::manual_seed(0);
-  auto part = load("gpt2");
+  auto part = fixture_model("gpt2");
   TrainOptions stop = o;
   stop.interrupt_after_steps = 5;
   const auto r_part = Trainer(*part, stop, rows, {std::make_shared<TwoScalars>()}, std::make_shared<RowsLoss>(rows)).run({dir});
@@ -264,7 +239,7 @@ TEST(Resume, StoppedAndResumedRunEqualsUninterruptedBitwise) {
   EXPECT_NE(latest_checkpoint(dir).find("step-00000005"), std::string::npos);
 
   torch::manual_seed(123);  // a different generator state: the checkpoint must restore it
-  auto resumed = load("gpt2");
+  auto resumed = fixture_model("gpt2");
   auto ext_resumed = std::make_shared<TwoScalars>();
   const auto r = Trainer(*resumed, o, rows, {ext_resumed}, std::make_shared<RowsLoss>(rows)).run({dir, true});
   EXPECT_EQ(r.resumed_from, 5);
@@ -276,7 +251,7 @@ TEST(Resume, StoppedAndResumedRunEqualsUninterruptedBitwise) {
   EXPECT_TRUE(torch::equal(ext_full->a, ext_resumed->a));
 
   // Resuming a finished run trains nothing and reports the same results.
-  auto again = load("gpt2");
+  auto again = fixture_model("gpt2");
   const auto r2 = Trainer(*again, o, rows, {std::make_shared<TwoScalars>()}, std::make_shared<RowsLoss>(rows)).run({dir, true});
   EXPECT_EQ(r2.resumed_from, 8);
   EXPECT_EQ(r2.train_loss, r_full.train_loss);
@@ -297,7 +272,7 @@ class Scripted : public Evaluator {
 };
 
 TEST(Checkpoints, KeepLastAndBest) {
-  auto m = load("gpt2");
+  auto m = fixture_model("gpt2");
   auto rows = std::make_shared<RandomBlocks>(8, 10, 128, 2);
   TrainOptions o = sgd(1e-2, 6);
   o.checkpoint_every = 1;
@@ -314,7 +289,7 @@ TEST(Checkpoints, KeepLastAndBest) {
 }
 
 TEST(Interrupt, SignalFlagStopsAtTheNextStepWithACheckpoint) {
-  auto m = load("gpt2");
+  auto m = fixture_model("gpt2");
   const std::string dir = temp_dir("signal");
   request_interrupt();
   const auto r = Trainer(*m, sgd(1e-2, 5), std::make_shared<RandomBlocks>(8, 10, 128, 2)).run({dir});
@@ -325,7 +300,7 @@ TEST(Interrupt, SignalFlagStopsAtTheNextStepWithACheckpoint) {
 }
 
 TEST(NonFinite, StopsNamingTheStepAndKeepsTheLastGoodCheckpoint) {
-  auto m = load("gpt2");
+  auto m = fixture_model("gpt2");
   const std::string dir = temp_dir("nan");
   TrainOptions o = sgd(1e30, 10);
   try {
@@ -345,7 +320,7 @@ TEST(NonFinite, StopsNamingTheStepAndKeepsTheLastGoodCheckpoint) {
 // ---- learning ----------------------------------------------------------------------------------
 
 TEST(Overfit, LossDecreasesOnATinySet) {
-  auto m = load("llama_gqa");
+  auto m = fixture_model("llama_gqa");
   auto rows = std::make_shared<RandomBlocks>(4, 16, 128, 4);
   auto eval = std::make_shared<RowsLoss>(rows);
   const double before = eval->evaluate(*m, nullptr, {}).at("loss");
