@@ -1,5 +1,7 @@
 #include "model/functional.h"
 
+#include <torch/version.h>
+
 #include "model/tap.h"
 #include "util/error.h"
 
@@ -59,6 +61,14 @@ torch::Tensor layer_norm(const torch::Tensor& x, const torch::Tensor& w, const t
 }
 
 torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& w, double eps, const HiddenGate& hidden) {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+  // On a GPU, one fused kernel (LibTorch's rms_norm, fp32 accumulation) instead of the seven
+  // element-wise passes below: at 8 × 2048 tokens of a 1.1B LLaMA that is ~14 ms of a 110 ms
+  // forward. Same formula; the weight multiplies before the cast to x's dtype instead of after,
+  // one rounding fewer. Only where x and w share a dtype (bf16 or fp32 weights, not autocast).
+  if (!hidden.defined() && x.is_cuda() && w.scalar_type() == x.scalar_type())
+    return at::rms_norm(x, {x.size(-1)}, w, eps);
+#endif
   const torch::Tensor xf = x.to(torch::kFloat32);
   const bool partial = hidden.defined() && !hidden.all_active;
   const torch::Tensor seen = partial ? xf.index_select(x.dim() - 1, hidden.active) : xf;
