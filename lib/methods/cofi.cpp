@@ -112,22 +112,14 @@ CofiGateValues Cofi::indicators(const surgery::Masks& masks) const {
 model::Gates Cofi::eval_gates() const { return masks().to_gates(config_, device_); }
 
 void Cofi::save(io::TensorMap& tensors, nlohmann::json& state) const {
-  save_list(tensors, "log_alpha.units", log_alpha_.units);
-  save_list(tensors, "log_alpha.ffn", log_alpha_.ffn);
-  save_list(tensors, "log_alpha.attn", log_alpha_.attn);
-  save_list(tensors, "log_alpha.mlp", log_alpha_.mlp);
-  if (log_alpha_.hidden.defined()) tensors["log_alpha.hidden"] = log_alpha_.hidden.detach().cpu().clone();
+  save_values(tensors, "log_alpha", log_alpha_);
   lagrangian_.save(tensors);
   state["prunable_size"] = prunable_size();
 }
 
 void Cofi::load(const io::TensorMap& tensors, const nlohmann::json& state) {
   (void)state;
-  load_list(tensors, "log_alpha.units", log_alpha_.units, "cofi");
-  load_list(tensors, "log_alpha.ffn", log_alpha_.ffn, "cofi");
-  load_list(tensors, "log_alpha.attn", log_alpha_.attn, "cofi");
-  load_list(tensors, "log_alpha.mlp", log_alpha_.mlp, "cofi");
-  if (log_alpha_.hidden.defined()) load_tensor(tensors, "log_alpha.hidden", log_alpha_.hidden, "cofi");
+  load_values(tensors, "log_alpha", log_alpha_, "cofi");
   lagrangian_.load(tensors, "cofi");
 }
 

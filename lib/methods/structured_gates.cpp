@@ -217,14 +217,29 @@ void SparsityLagrangian::load(const io::TensorMap& tensors, const std::string& m
   load_tensor(tensors, "lambda2", lambda2_, method);
 }
 
-void save_list(io::TensorMap& tensors, const std::string& name, const std::vector<torch::Tensor>& list) {
-  for (size_t l = 0; l < list.size(); ++l)
-    if (list[l].defined()) tensors[name + "." + std::to_string(l)] = list[l].detach().cpu().clone();
+namespace {
+
+// The per-layer lists of `values` with their checkpoint names.
+template <class V>
+auto named_lists(V& values) {
+  using List = decltype(&values.units);
+  return std::vector<std::pair<std::string, List>>{{"units", &values.units}, {"ffn", &values.ffn}, {"attn", &values.attn}, {"mlp", &values.mlp}};
 }
 
-void load_list(const io::TensorMap& tensors, const std::string& name, std::vector<torch::Tensor>& list, const std::string& method) {
-  for (size_t l = 0; l < list.size(); ++l)
-    if (list[l].defined()) load_tensor(tensors, name + "." + std::to_string(l), list[l], method);
+}  // namespace
+
+void save_values(io::TensorMap& tensors, const std::string& name, const GateValues& values) {
+  for (const auto& [kind, list] : named_lists(values))
+    for (size_t l = 0; l < list->size(); ++l)
+      if ((*list)[l].defined()) tensors[name + "." + kind + "." + std::to_string(l)] = (*list)[l].detach().cpu().clone();
+  if (values.hidden.defined()) tensors[name + ".hidden"] = values.hidden.detach().cpu().clone();
+}
+
+void load_values(const io::TensorMap& tensors, const std::string& name, GateValues& values, const std::string& method) {
+  for (const auto& [kind, list] : named_lists(values))
+    for (size_t l = 0; l < list->size(); ++l)
+      if ((*list)[l].defined()) load_tensor(tensors, name + "." + kind + "." + std::to_string(l), (*list)[l], method);
+  if (values.hidden.defined()) load_tensor(tensors, name + ".hidden", values.hidden, method);
 }
 
 void load_tensor(const io::TensorMap& tensors, const std::string& name, torch::Tensor& into, const std::string& method) {

@@ -103,9 +103,11 @@ class SparsityLagrangian {
   torch::Tensor lambda1_, lambda2_;
 };
 
-// Checkpoint helpers for per-layer tensor lists: "<name>.<layer>" entries.
-void save_list(io::TensorMap& tensors, const std::string& name, const std::vector<torch::Tensor>& list);
-void load_list(const io::TensorMap& tensors, const std::string& name, std::vector<torch::Tensor>& list, const std::string& method);
+// Checkpoint entries "<name>.units.<layer>", "<name>.ffn.<layer>", "<name>.attn.<layer>",
+// "<name>.mlp.<layer>" and "<name>.hidden" for every defined tensor; load copies them back in place
+// (UserError naming `method` when one is missing or misshapen).
+void save_values(io::TensorMap& tensors, const std::string& name, const GateValues& values);
+void load_values(const io::TensorMap& tensors, const std::string& name, GateValues& values, const std::string& method);
 void load_tensor(const io::TensorMap& tensors, const std::string& name, torch::Tensor& into, const std::string& method);
 
 }  // namespace secateur::methods

@@ -266,26 +266,16 @@ void Vib::fold_means(model::Model& model) const {
 }
 
 void Vib::save(io::TensorMap& tensors, nlohmann::json& state) const {
-  save_list(tensors, "mean.units", mean_.units);
-  save_list(tensors, "mean.ffn", mean_.ffn);
-  save_list(tensors, "log_variance.units", log_var_.units);
-  save_list(tensors, "log_variance.ffn", log_var_.ffn);
-  save_list(tensors, "log_variance.attn", log_var_.attn);
-  save_list(tensors, "log_variance.mlp", log_var_.mlp);
-  if (log_var_.hidden.defined()) tensors["log_variance.hidden"] = log_var_.hidden.detach().cpu().clone();
+  save_values(tensors, "mean", mean_);  // hidden dims' and blocks' constant 1 included: one layout
+  save_values(tensors, "log_variance", log_var_);
   lagrangian_.save(tensors);
   state["prunable_size"] = size_.total();
 }
 
 void Vib::load(const io::TensorMap& tensors, const nlohmann::json& state) {
   (void)state;
-  load_list(tensors, "mean.units", mean_.units, "vib");
-  load_list(tensors, "mean.ffn", mean_.ffn, "vib");
-  load_list(tensors, "log_variance.units", log_var_.units, "vib");
-  load_list(tensors, "log_variance.ffn", log_var_.ffn, "vib");
-  load_list(tensors, "log_variance.attn", log_var_.attn, "vib");
-  load_list(tensors, "log_variance.mlp", log_var_.mlp, "vib");
-  if (log_var_.hidden.defined()) load_tensor(tensors, "log_variance.hidden", log_var_.hidden, "vib");
+  load_values(tensors, "mean", mean_, "vib");
+  load_values(tensors, "log_variance", log_var_, "vib");
   lagrangian_.load(tensors, "vib");
 }
 

@@ -40,7 +40,8 @@ const recipe::Value& section(const recipe::Value& options, const std::string& ke
   return v && v->is_map() ? *v : empty;
 }
 
-recipe::SchemaBuilder cofi_schema() {
+// The keys CoFi and VTrans share: the target's ramp, which gates exist, the learning rates.
+recipe::SchemaBuilder structured_gate_schema(const std::string& gates) {
   return Schema::structure()
       ->field("start_sparsity", Schema::number()->min(0)->max(1, true), "Target at step 0 (t0 of the linear ramp).", "0")
       ->field("warmup_steps", Schema::integer()->min(0),
@@ -48,24 +49,38 @@ recipe::SchemaBuilder cofi_schema() {
               "lagrangian_warmup; 0 = the full target at once).", "0")
       ->field("heads", Schema::boolean(), "Gate attention heads (key/value groups in the llama family).", "true")
       ->field("ffn", Schema::boolean(), "Gate FFN neurons.", "true")
-      ->field("hidden", Schema::boolean(), "Gate hidden dims (shared by every layer).", "true")
+      ->field("hidden", Schema::boolean(), "Gate hidden dims, the embeddings' width (shared by every layer).", "true")
       ->field("blocks", Schema::boolean(), "Gate whole attention and MLP blocks.", "true")
-      ->field("droprate_init", Schema::number()->min(0, true)->max(1, true),
-              "Initial drop rate d of FFN gates: log α starts at log((1 − d)/d).", "0.5")
-      ->field("open_log_alpha", Schema::number(), "Initial log α of head, hidden and block gates (open).", "10")
-      ->field("gate_lr", Schema::number()->min(0, true), "Learning rate of log α (CoFi's reg_learning_rate).", "0.1")
+      ->field("gate_lr", Schema::number()->min(0, true), "Learning rate of " + gates + ".", "0.1")
       ->field("lambda_lr", Schema::number()->min(0, true), "Learning rate of the Lagrange multipliers λ1, λ2 (ascent).", "0.1");
 }
 
+// Reads structured_gate_schema()'s keys (section `v`) and the stage's target into CoFi's or
+// VTrans' options.
+template <class Options>
+Options structured_gate_options(const recipe::Value& stage, const recipe::Value& v) {
+  Options o;
+  o.target_sparsity = stage.get_double("target_sparsity", 0.5);
+  o.start_sparsity = v.get_double("start_sparsity", 0);
+  o.warmup_steps = v.get_int("warmup_steps", 0);
+  o.heads = v.get_bool("heads", true);
+  o.ffn = v.get_bool("ffn", true);
+  o.hidden = v.get_bool("hidden", true);
+  o.blocks = v.get_bool("blocks", true);
+  o.gate_lr = v.get_double("gate_lr", 0.1);
+  o.lambda_lr = v.get_double("lambda_lr", 0.1);
+  return o;
+}
+
+recipe::SchemaBuilder cofi_schema() {
+  return structured_gate_schema("log α (CoFi's reg_learning_rate)")
+      ->field("droprate_init", Schema::number()->min(0, true)->max(1, true),
+              "Initial drop rate d of FFN gates: log α starts at log((1 − d)/d).", "0.5")
+      ->field("open_log_alpha", Schema::number(), "Initial log α of head, hidden and block gates (open).", "10");
+}
+
 recipe::SchemaBuilder vib_schema() {
-  return Schema::structure()
-      ->field("start_sparsity", Schema::number()->min(0)->max(1, true), "Target at step 0 (t0 of the linear ramp).", "0")
-      ->field("warmup_steps", Schema::integer()->min(0),
-              "Steps over which the target ramps linearly from start_sparsity to target_sparsity (0 = at once).", "0")
-      ->field("heads", Schema::boolean(), "Gate attention heads (key/value groups in the llama family).", "true")
-      ->field("ffn", Schema::boolean(), "Gate FFN neurons.", "true")
-      ->field("hidden", Schema::boolean(), "Gate hidden dims, the embeddings' width (shared by every layer).", "true")
-      ->field("blocks", Schema::boolean(), "Gate whole attention and MLP blocks (VTrans' layer masks).", "true")
+  return structured_gate_schema("μ and log σ²")
       ->field("constraint", Schema::enumeration({"params", "flops"}),
               "What target_sparsity is a fraction of: the prunable parameters, or their forward FLOPs per token at "
               "data.seq_len (attention products included).", "params")
@@ -77,8 +92,6 @@ recipe::SchemaBuilder vib_schema() {
               "threshold = keep the gates with α > τ (the paper); target = hidden dims and blocks by τ, then remove "
               "heads and neurons in ascending α until target_sparsity is met exactly.", "threshold")
       ->field("init_log_variance", Schema::number(), "Initial log σ² of every gate (μ starts at 1).", "-9")
-      ->field("gate_lr", Schema::number()->min(0, true), "Learning rate of μ and log σ².", "0.1")
-      ->field("lambda_lr", Schema::number()->min(0, true), "Learning rate of the Lagrange multipliers λ1, λ2 (ascent).", "0.1")
       ->field("data_fraction", Schema::number()->min(0, true)->max(1),
               "Train on this fraction of the training examples (Fast-VTrans: 0.03).", "1")
       ->field("train_model", Schema::boolean(), "false = only the masks train, the model stays frozen (Faster-VTrans).",
@@ -214,14 +227,7 @@ class LearnMasksStage : public recipe::Stage {
 
   methods::VibOptions vib_options(run::RunState& state) const {
     const recipe::Value& v = section(options_, "vib");
-    methods::VibOptions o;
-    o.target_sparsity = options_.get_double("target_sparsity", 0.5);
-    o.start_sparsity = v.get_double("start_sparsity", 0);
-    o.warmup_steps = v.get_int("warmup_steps", 0);
-    o.heads = v.get_bool("heads", true);
-    o.ffn = v.get_bool("ffn", true);
-    o.hidden = v.get_bool("hidden", true);
-    o.blocks = v.get_bool("blocks", true);
+    auto o = structured_gate_options<methods::VibOptions>(options_, v);
     o.measure = v.get_string("constraint", "params") == "flops" ? methods::SizeMeasure::flops : methods::SizeMeasure::params;
     o.seq_len = ensure_data(state).config().seq_len;
     o.kl_weight = v.get_double("kl_weight", 1e-6);
@@ -229,25 +235,14 @@ class LearnMasksStage : public recipe::Stage {
     o.sharpness = v.get_double("sharpness", 10);
     o.rule = v.get_string("masks", "threshold") == "target" ? methods::VibMaskRule::target : methods::VibMaskRule::threshold;
     o.init_log_variance = v.get_double("init_log_variance", -9);
-    o.gate_lr = v.get_double("gate_lr", 0.1);
-    o.lambda_lr = v.get_double("lambda_lr", 0.1);
     return o;
   }
 
   methods::CofiOptions cofi_options() const {
     const recipe::Value& c = section(options_, "cofi");
-    methods::CofiOptions o;
-    o.target_sparsity = options_.get_double("target_sparsity", 0.5);
-    o.start_sparsity = c.get_double("start_sparsity", 0);
-    o.warmup_steps = c.get_int("warmup_steps", 0);
-    o.heads = c.get_bool("heads", true);
-    o.ffn = c.get_bool("ffn", true);
-    o.hidden = c.get_bool("hidden", true);
-    o.blocks = c.get_bool("blocks", true);
+    auto o = structured_gate_options<methods::CofiOptions>(options_, c);
     o.droprate_init = c.get_double("droprate_init", 0.5);
     o.open_log_alpha = c.get_double("open_log_alpha", 10);
-    o.gate_lr = c.get_double("gate_lr", 0.1);
-    o.lambda_lr = c.get_double("lambda_lr", 0.1);
     return o;
   }
 

@@ -12,18 +12,11 @@ namespace {
 
 using model::GroupKind;
 using testing::load;
+using testing::record;
 using testing::real_tokens;
 using testing::reference_batch;
 
 data::Batch testing_rows(const data::Batch& b, int64_t row) { return example(b, row); }
-
-testing::Recorder record(model::Model& m, const data::Batch& b) {
-  testing::Recorder r(m);
-  torch::NoGradGuard no_grad;
-  model::TapScope scope(&r);
-  m.forward(b.input_ids, b.attention_mask);
-  return r;
-}
 
 TEST(Activation, EqualsWeightMagnitudeTimesInputNormSummedOverTheGroup) {
   auto m = load("llama_gqa");

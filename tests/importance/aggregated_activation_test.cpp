@@ -12,15 +12,8 @@ namespace {
 
 using model::GroupKind;
 using testing::load;
+using testing::record;
 using testing::reference_batch;
-
-testing::Recorder record(model::Model& m, const data::Batch& b) {
-  testing::Recorder r(m);
-  torch::NoGradGuard no_grad;
-  model::TapScope scope(&r);
-  m.forward(b.input_ids, b.attention_mask);
-  return r;
-}
 
 // agg over the real tokens of each row of per-token values [B, T, n], then over rows: [n].
 torch::Tensor by_hand(const torch::Tensor& values, const torch::Tensor& mask, const std::string& batch, const std::string& seq) {

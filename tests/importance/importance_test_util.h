@@ -53,6 +53,15 @@ class Recorder : public model::Tap {
   std::map<const void*, std::string> names_;
 };
 
+// Every projection input and block output of one forward pass over `b`.
+inline Recorder record(model::Model& m, const data::Batch& b) {
+  Recorder r(m);
+  torch::NoGradGuard no_grad;
+  model::TapScope scope(&r);
+  m.forward(b.input_ids, b.attention_mask);
+  return r;
+}
+
 // The real-token rows of a [B, T, n] activation as [N, n].
 inline torch::Tensor real_tokens(const torch::Tensor& x, const torch::Tensor& mask) {
   return x.index({mask.ne(0)}).to(torch::kDouble);

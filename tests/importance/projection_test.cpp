@@ -11,16 +11,9 @@ namespace {
 
 using model::GroupKind;
 using testing::load;
+using testing::record;
 using testing::real_tokens;
 using testing::reference_batch;
-
-testing::Recorder record(model::Model& m, const data::Batch& b) {
-  testing::Recorder r(m);
-  torch::NoGradGuard no_grad;
-  model::TapScope scope(&r);
-  m.forward(b.input_ids, b.attention_mask);
-  return r;
-}
 
 // Mean over tokens of ‖x_n W_n‖₁ with x [N, in], W [in, out] (already in x·W layout).
 double head_by_hand(const torch::Tensor& x, const torch::Tensor& w_in_out, int64_t head, int64_t hd) {

@@ -272,6 +272,25 @@ TEST_P(VibTest, LagrangianGradientsCloseGatesBelowTheTarget) {
   EXPECT_TRUE(vib.param_groups()[1].maximize);
 }
 
+TEST_P(VibTest, CheckpointRestoresEveryGateAndMultiplier) {
+  Vib trained(*model_, {});
+  randomise(trained);
+  {
+    torch::NoGradGuard no_grad;
+    trained.lagrangian().lambda1().fill_(-0.7);
+  }
+  io::TensorMap tensors;
+  nlohmann::json state;
+  trained.save(tensors, state);
+  Vib fresh(*model_, {});
+  fresh.load(tensors, state);
+  const std::vector<torch::Tensor> a = trained.log_alpha().tensors(), b = fresh.log_alpha().tensors();
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i], b[i])) << i;
+  EXPECT_EQ(fresh.lagrangian().lambda1().item<double>(), trained.lagrangian().lambda1().item<double>());
+  EXPECT_EQ(fresh.masks().to_json(), trained.masks().to_json());
+}
+
 INSTANTIATE_TEST_SUITE_P(Families, VibTest, ::testing::Values("bert_cls", "gpt2", "llama_gqa"));
 
 }  // namespace
