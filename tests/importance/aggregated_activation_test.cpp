@@ -15,15 +15,18 @@ using testing::load;
 using testing::record;
 using testing::reference_batch;
 
+// Unbiased variance over dim 0, written out (Tensor::var's overloads differ between LibTorch versions).
+torch::Tensor variance(const torch::Tensor& v) { return (v - v.mean(0)).pow(2).sum(0) / static_cast<double>(v.size(0) - 1); }
+
 // agg over the real tokens of each row of per-token values [B, T, n], then over rows: [n].
 torch::Tensor by_hand(const torch::Tensor& values, const torch::Tensor& mask, const std::string& batch, const std::string& seq) {
   std::vector<torch::Tensor> rows;
   for (int64_t b = 0; b < values.size(0); ++b) {
     const torch::Tensor v = values[b].index({mask[b].ne(0)}).to(torch::kDouble);  // [tokens, n]
-    rows.push_back(seq == "mean" ? v.mean(0) : seq == "l2" ? v.norm(2, 0) : v.var(0));
+    rows.push_back(seq == "mean" ? v.mean(0) : seq == "l2" ? v.norm(2, 0) : variance(v));
   }
   const torch::Tensor r = torch::stack(rows);
-  return batch == "mean" ? r.mean(0) : batch == "l2" ? r.norm(2, 0) : r.var(0);
+  return batch == "mean" ? r.mean(0) : batch == "l2" ? r.norm(2, 0) : variance(r);
 }
 
 Scores run(model::Model& m, const data::Batch& b, std::set<GroupKind> kinds, const std::string& batch,
@@ -39,7 +42,7 @@ TEST(AggregatedActivation, ScoresMatchMinitronsFormulasUnderEveryAggregation) {
   const data::Batch b = reference_batch("llama_gqa");
   const testing::Recorder r = record(*m, b);
   const int64_t hd = m->config().head_dim;
-  for (const auto& [batch, seq] : std::vector<std::pair<std::string, std::string>>{{"l2", "mean"}, {"mean", "mean"}, {"var", "l2"}}) {
+  for (const auto& [batch, seq] : std::vector<std::pair<std::string, std::string>>{{"l2", "mean"}, {"mean", "mean"}, {"var", "l2"}, {"l2", "var"}}) {
     const Scores s = run(*m, b, {GroupKind::head, GroupKind::ffn_neuron, GroupKind::hidden_dim}, batch, seq);
     const std::string p = "model.layers.1.";
     // Heads: ‖context of head h‖₂ per token, read at the output projection's input.
