@@ -41,7 +41,10 @@ fi
 
 # 4. Calibration statistics (activation / FLAP / AMP) on the 1.1B shape, 128 x 2048 tokens.
 if [[ $CASES == *calibration* ]]; then
-  run "calibration 1.1B" "$BUILD/bench/calibration_bench" --estimators activation,fluctuation,projection
+  run "calibration 1.1B" "$BUILD/bench/calibration_bench" --estimators activation,fluctuation
+  # AMP's Σ‖x_{s,n}·W_n^O‖₁ materialises every token's per-head output ([tokens, heads, hidden]:
+  # 68 GB per layer at 128 × 2048): intrinsically heavier, so timed on 16 sequences apart.
+  run "calibration 1.1B projection" "$BUILD/bench/calibration_bench" --estimators projection --sequences 16
 fi
 
 # 2-3. Evaluation forward (LLaMA 1.1B) and BERT inference, dense and pruned by surgery.

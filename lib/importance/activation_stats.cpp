@@ -21,6 +21,8 @@ void ActivationStats::collect(model::Model& model, const std::vector<data::Batch
     model::TapScope scope(this);
     run_batches(model, mine, gates, label);
   }
+  last_input_ = torch::Tensor();
+  for (const auto& [weight, source] : same_input_as_) channels_[weight] = channels_.at(source);
   pool_over_ranks(model.device());
 }
 
@@ -108,6 +110,12 @@ void ActivationStats::agree_on_channels(torch::Device device) {
 void ActivationStats::projection_input(const torch::Tensor& weight, int64_t in_dim, const torch::Tensor& x) {
   const auto it = names_.find(weight.unsafeGetTensorImpl());
   if (it == names_.end()) return;
+  if (last_input_.defined() && last_input_.unsafeGetTensorImpl() == x.unsafeGetTensorImpl()) {
+    if (it->second != last_input_weight_) same_input_as_[it->second] = last_input_weight_;
+    return;
+  }
+  last_input_ = x;
+  last_input_weight_ = it->second;
   // Token rows [N, in]: per-token inputs lose their padding; pooled inputs [B, in] are all real.
   torch::Tensor rows = x.detach();
   if (rows.dim() == 3 && token_mask_.defined() && token_mask_.sizes() == rows.sizes().slice(0, 2))
@@ -115,21 +123,23 @@ void ActivationStats::projection_input(const torch::Tensor& weight, int64_t in_d
   rows = rows.reshape({-1, rows.size(-1)});
   Channel& c = channels_[it->second];
   c.in_dim = in_dim;
-  // float64 chunks: exact enough that any split of the tokens into batches gives the same
-  // statistics, without ever holding a float64 copy of a whole large activation.
-  for (const torch::Tensor& chunk : rows.split(4096)) {
-    const torch::Tensor xs = chunk.to(torch::kDouble);
-    const double n = static_cast<double>(xs.size(0));
+  // Per chunk, Σx and Σx² in float64 straight from the activations' own dtype (one read each, no
+  // float64 copy of the chunk: on a GPU those copies made a 1.1B calibration memory-bound for
+  // minutes), then Chan, Golub & LeVeque's pairwise update of the mean and Σ(x − mean)², with
+  // the chunk's own Σ(x − x̄)² = Σx² − (Σx)²/n. float64 keeps any split of the tokens into
+  // batches equal to ~1e-12.
+  for (const torch::Tensor& chunk : rows.split(16384)) {
+    const double n = static_cast<double>(chunk.size(0));
     if (n == 0) continue;
-    const torch::Tensor batch_mean = xs.mean(0);
-    const torch::Tensor batch_m2 = (xs - batch_mean).pow(2).sum(0);
-    const torch::Tensor batch_sq = xs.pow(2).sum(0);
+    const torch::Tensor sum = chunk.sum(0, /*keepdim=*/false, torch::kDouble);
+    const torch::Tensor batch_sq = at::linalg_vector_norm(chunk, 2, {0}, false, torch::kDouble).pow(2);
+    const torch::Tensor batch_mean = sum / n;
+    const torch::Tensor batch_m2 = (batch_sq - sum * batch_mean).clamp_min(0);
     if (c.count == 0) {
       c.mean = batch_mean;
       c.m2 = batch_m2;
       c.sum_sq = batch_sq;
     } else {
-      // Chan, Golub & LeVeque's pairwise update of the mean and Σ(x − mean)².
       const double total = c.count + n;
       const torch::Tensor delta = batch_mean - c.mean;
       c.mean = c.mean + delta * (n / total);

@@ -56,6 +56,12 @@ class ActivationStats : public model::Tap {
   std::map<const void*, std::string> names_;  // TensorImpl of a watched weight → its HF name
   std::map<std::string, Channel> channels_;
   torch::Tensor token_mask_;  // [B, T] bool for the batch being run; undefined = all tokens
+  // q/k/v (gate/up) projections read one input tensor, one after another: its statistics are
+  // taken once and copied to the others when collection ends. The last input is held so that
+  // its TensorImpl cannot be freed and reused by a different tensor in between.
+  torch::Tensor last_input_;
+  std::string last_input_weight_;
+  std::map<std::string, std::string> same_input_as_;  // weight → the weight whose statistics it shares
 };
 
 struct Context;

@@ -87,9 +87,13 @@ TEST(ActivationStats, BatchSplitsDoNotChangeTheStatistics) {
   split.collect(*m, {testing_rows(b, 0), testing_rows(b, 1)}, nullptr, "split");
   EXPECT_EQ(whole.channel(w).count, 20);
   EXPECT_EQ(split.channel(w).count, 20);
-  EXPECT_TRUE(torch::allclose(whole.channel(w).mean, split.channel(w).mean, 1e-6, 1e-9));
-  EXPECT_TRUE(torch::allclose(whole.variance(w), split.variance(w), 1e-5, 1e-9));
-  EXPECT_TRUE(torch::allclose(whole.channel(w).sum_sq, split.channel(w).sum_sq, 1e-6, 1e-9));
+  // The pooling is exact in float64; what differs is the fp32 forward itself, whose GEMMs an
+  // optimised BLAS blocks differently for 1 and 2 rows (a few ulp of each activation).
+  EXPECT_TRUE(torch::allclose(whole.channel(w).mean, split.channel(w).mean, 1e-5, 1e-7))
+      << (whole.channel(w).mean - split.channel(w).mean).abs().max();
+  EXPECT_TRUE(torch::allclose(whole.variance(w), split.variance(w), 1e-5, 1e-7));
+  EXPECT_TRUE(torch::allclose(whole.channel(w).sum_sq, split.channel(w).sum_sq, 1e-5, 1e-7))
+      << (whole.channel(w).sum_sq - split.channel(w).sum_sq).abs().max();
 }
 
 double mean_cos(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& mask) {
