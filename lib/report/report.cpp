@@ -50,10 +50,13 @@ void derive(std::vector<Row>& rows) {
   for (auto& r : rows) {
     if (has_number(r.values, "params_non_embedding") && dense_non_embedding == 0)
       dense_non_embedding = r.values["params_non_embedding"].get<double>();
-    if (has_number(r.values, "tokens_per_s") && dense_speed == 0) dense_speed = r.values["tokens_per_s"].get<double>();
+    // Speed compares evaluations only: a train stage's tokens/s is training throughput.
+    const bool eval_speed = has_number(r.values, "tokens_per_s") && r.stage.size() > 5 &&
+                            r.stage.compare(r.stage.size() - 5, 5, " eval") == 0;
+    if (eval_speed && dense_speed == 0) dense_speed = r.values["tokens_per_s"].get<double>();
     if (!has_number(r.values, "sparsity") && has_number(r.values, "params_non_embedding") && dense_non_embedding > 0)
       r.values["sparsity"] = 1.0 - r.values["params_non_embedding"].get<double>() / dense_non_embedding;
-    if (has_number(r.values, "tokens_per_s") && dense_speed > 0)
+    if (eval_speed && dense_speed > 0)
       r.values["speedup"] = r.values["tokens_per_s"].get<double>() / dense_speed;
   }
 }
