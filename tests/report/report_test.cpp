@@ -94,7 +94,6 @@ TEST(Report, SpeedupComparesEvaluationsNotTrainingThroughput) {
        {{{"kind", "train"}, {"results", {{"tokens_per_s", 400.0}, {"loss", 2.0}}}},
         {{"kind", "eval"}, {"results", {{"tokens_per_s", 700.0}, {"perplexity", 26.0}, {"params", 4.0e6}}}},
         {{"kind", "eval"}, {"results", {{"tokens_per_s", 1400.0}, {"perplexity", 30.0}, {"params", 2.0e6}}}}}}};
-  const auto rows = report::rows_of(run);
   const std::string md = report::markdown(run);
   EXPECT_EQ(md.find("1.75×"), std::string::npos) << md;  // 700 / 400: an eval against training speed
   EXPECT_NE(md.find("1.00×"), std::string::npos) << md;  // the first evaluation is the dense one
