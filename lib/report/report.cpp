@@ -207,23 +207,56 @@ const char* kStyle =
     "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px}"
     "td.n{text-align:right;font-variant-numeric:tabular-nums}th{background:#f3f3f3}svg{margin:0.5em 1em 0.5em 0}</style>\n";
 
-Row final_row(const json& report, const std::string& name) {
+bool is_eval(const Row& r) { return r.stage.size() > 5 && r.stage.compare(r.stage.size() - 5, 5, " eval") == 0; }
+
+// The run's last row with a metric; `referenced` says whether an earlier row of the same run (its
+// dense evaluation or its prune stage) gave it a sparsity and a speed to compare with.
+Row final_row(const json& report, const std::string& name, bool& referenced) {
   auto rows = rows_of(report, name);
   derive(rows);
   for (auto it = rows.rbegin(); it != rows.rend(); ++it)
     for (const auto& key : kMetricKeys)
-      if (has_number(it->values, key)) return *it;
+      if (has_number(it->values, key)) {
+        referenced = false;
+        for (auto before = it + 1; before != rows.rend(); ++before) referenced |= has_number(before->values, "params_non_embedding");
+        return *it;
+      }
+  referenced = true;
   if (!rows.empty()) return rows.back();
   return Row{name, "—", json::object()};
 }
 
+// A run that learned its masks and only evaluated the result has no dense row of its own: its
+// sparsity and speedup come from the merged table's dense run, the largest model evaluated.
+void derive_across_runs(std::vector<Row>& rows, const std::vector<bool>& referenced) {
+  const Row* dense = nullptr;
+  for (const Row& r : rows)
+    if (has_number(r.values, "params_non_embedding") &&
+        (!dense || r.values["params_non_embedding"].get<double>() > dense->values["params_non_embedding"].get<double>()))
+      dense = &r;
+  if (!dense) return;
+  const json reference = dense->values;
+  const bool dense_eval = is_eval(*dense) && has_number(reference, "tokens_per_s");
+  for (size_t i = 0; i < rows.size(); ++i) {
+    if (referenced[i] || !has_number(rows[i].values, "params_non_embedding")) continue;
+    json& v = rows[i].values;
+    v["sparsity"] = 1.0 - v["params_non_embedding"].get<double>() / reference["params_non_embedding"].get<double>();
+    if (dense_eval && is_eval(rows[i]) && has_number(v, "tokens_per_s"))
+      v["speedup"] = v["tokens_per_s"].get<double>() / reference["tokens_per_s"].get<double>();
+  }
+}
+
 std::vector<Row> merged_rows(const std::vector<json>& reports, const std::vector<std::string>& names) {
   std::vector<Row> rows;
+  std::vector<bool> referenced;
   for (size_t i = 0; i < reports.size(); ++i) {
-    rows.push_back(final_row(reports[i], i < names.size() ? names[i] : ""));
+    bool has_reference = true;
+    rows.push_back(final_row(reports[i], i < names.size() ? names[i] : "", has_reference));
+    referenced.push_back(has_reference);
     const std::string status = reports[i].value("status", std::string("?"));
     if (status != "completed") rows.back().stage += " (run " + status + ")";
   }
+  derive_across_runs(rows, referenced);
   std::stable_sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) {
     double sa = has_number(a.values, "sparsity") ? a.values["sparsity"].get<double>() : -1;
     double sb = has_number(b.values, "sparsity") ? b.values["sparsity"].get<double>() : -1;

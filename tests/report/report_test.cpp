@@ -99,3 +99,18 @@ TEST(Report, SpeedupComparesEvaluationsNotTrainingThroughput) {
   EXPECT_NE(md.find("1.00×"), std::string::npos) << md;  // the first evaluation is the dense one
   EXPECT_NE(md.find("2.00×"), std::string::npos) << md;
 }
+
+TEST(Report, MergedRunsWithoutADenseRowCompareWithTheMergedDenseRun) {
+  auto eval_only = [](const char* name, double params_non_embedding, double tokens_per_s) {
+    return nlohmann::json{{"name", name}, {"status", "completed"},
+                          {"stages", {{{"kind", "learn_masks"}, {"results", {{"tokens_per_s", 10.0}}}},
+                                      {{"kind", "eval"}, {"results", {{"params_non_embedding", params_non_embedding},
+                                                                      {"tokens_per_s", tokens_per_s}, {"accuracy", 0.9}}}}}}};
+  };
+  const std::string md = report::merged_markdown({eval_only("pruned", 1.0e6, 300.0), eval_only("dense", 4.0e6, 100.0)},
+                                                 {"pruned", "dense"});
+  EXPECT_NE(md.find("| dense | 2. eval |"), std::string::npos) << md;
+  EXPECT_NE(md.find("75.0%"), std::string::npos) << md;  // 1 − 1M / 4M, against the dense run
+  EXPECT_NE(md.find("3.00×"), std::string::npos) << md;  // 300 / 100 tokens/s, evaluations only
+  EXPECT_LT(md.find("| dense |"), md.find("| pruned |")) << md;  // sorted by sparsity
+}
