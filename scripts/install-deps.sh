@@ -11,9 +11,10 @@ PKGS=(
   # LibTorch 1.13 (CPU) and the libraries secateur links
   libtorch-dev libyaml-cpp-dev libspdlog-dev libfmt-dev
   # Debian's LibTorch calls BLAS through libblas.so.3, which is netlib's reference sgemm unless an
-  # optimised one is installed: OpenBLAS (OpenMP build, as LibTorch's own threads are OpenMP)
-  # makes CPU forward passes ~10x faster (perf: 70% of an eval's time was reference sgemm_)
-  libopenblas0-openmp
+  # optimised one is installed (perf: 70% of a CPU eval was reference sgemm_). OpenBLAS's serial
+  # build: ~10x faster kernels, and no BLAS thread pool, whose workers spin in sched_yield and
+  # slowed a training run ~50x while compilers or parallel tests shared the two cores
+  libopenblas0-serial
   # the Gloo (CPU) backend of data parallelism: headers of the gloo that LibTorch links
   libgloo-dev
   libsentencepiece-dev sentencepiece
