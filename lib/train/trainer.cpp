@@ -6,7 +6,6 @@
 #include <cmath>
 #include <cstdio>
 #include <mutex>
-#include <regex>
 #include <sstream>
 #include <type_traits>
 
@@ -15,6 +14,7 @@
 #include "train/autocast.h"
 #include "train/checkpoint.h"
 #include "train/fused_adamw.h"
+#include "train/param_groups.h"
 #include "train/train_state.h"
 #include "util/error.h"
 #include "util/fs.h"
@@ -26,24 +26,6 @@ namespace secateur::train {
 namespace {
 
 using json = nlohmann::json;
-
-bool matches_any(const std::string& name, const std::vector<std::regex>& patterns) {
-  for (const auto& p : patterns)
-    if (std::regex_search(name, p)) return true;
-  return false;
-}
-
-std::vector<std::regex> compile(const std::vector<std::string>& patterns, const std::string& key) {
-  std::vector<std::regex> out;
-  for (const auto& p : patterns) {
-    try {
-      out.emplace_back(p, std::regex::ECMAScript);
-    } catch (const std::regex_error& e) {
-      throw UserError(key + ": '" + p + "' is not a valid regular expression (" + e.what() + ")");
-    }
-  }
-  return out;
-}
 
 bool gates_empty(const model::Gates& g) { return g.tensors().empty(); }
 
@@ -80,61 +62,12 @@ struct Trainer::Impl {
     return steps;
   }
 
-  struct Group {
-    std::string name;
-    std::vector<torch::Tensor> params;
-    std::vector<std::string> names;
-    double lr = 0, weight_decay = 0;
-    bool maximize = false;
-  };
-
   void setup_parameters() {
-    const auto include = compile(options.freeze.patterns, "freeze.patterns");
-    const auto exclude = compile(options.freeze.exclude, "freeze.exclude");
-    if (options.freeze.mode == FreezeMode::patterns && include.empty())
-      throw UserError(options.label + ": freeze mode 'patterns' needs at least one pattern in freeze.patterns");
-    Group decay, no_decay;
-    decay.name = "model.decay";
-    no_decay.name = "model.no_decay";
-    decay.lr = no_decay.lr = options.optimizer.lr;
-    decay.weight_decay = options.optimizer.weight_decay;
-    for (const auto& name : model.hf_names()) {
-      torch::Tensor p = model.hf_parameter(name);
-      bool trains = options.freeze.mode == FreezeMode::none ||
-                    (options.freeze.mode == FreezeMode::patterns && matches_any(name, include));
-      if (matches_any(name, exclude)) trains = false;
-      p.set_requires_grad(trains);
-      if (!trains) continue;
-      trainable.push_back(name);
-      Group& g = decays(name, options.optimizer.decay_embeddings) ? decay : no_decay;
-      g.params.push_back(p);
-      g.names.push_back(name);
-    }
-    for (Group* g : {&decay, &no_decay})
-      if (!g->params.empty()) groups.push_back(std::move(*g));
-    for (const auto& e : extensions) {
-      for (auto& pg : e->param_groups()) {
-        Group g;
-        g.name = e->name() + "." + pg.name;
-        g.lr = pg.lr < 0 ? options.optimizer.lr : pg.lr;
-        g.weight_decay = pg.weight_decay;
-        g.maximize = pg.maximize;
-        for (size_t i = 0; i < pg.params.size(); ++i) {
-          if (!pg.params[i].requires_grad())
-            throw UserError(options.label + ": extension " + e->name() + " group " + pg.name + " has a tensor that does not require grad");
-          g.params.push_back(pg.params[i]);
-          g.names.push_back(g.name + "." + std::to_string(i));
-        }
-        if (!g.params.empty()) groups.push_back(std::move(g));
-      }
-    }
-    for (const auto& g : groups)
-      for (size_t i = 0; i < g.params.size(); ++i) {
-        all_params.push_back(g.params[i]);
-        all_names.push_back(g.names[i]);
-      }
-    if (all_params.empty())
-      throw UserError(options.label + ": nothing to train (every model parameter is frozen and no extension has parameters)");
+    TrainableParameters t = make_param_groups(model, options, extensions);
+    groups = std::move(t.groups);
+    all_params = std::move(t.all_params);
+    all_names = std::move(t.all_names);
+    trainable = std::move(t.model_trainable);
   }
 
   void setup_optimizer() {
@@ -583,7 +516,7 @@ struct Trainer::Impl {
   std::shared_ptr<GradientSync> sync;
 
   int64_t total = 0;
-  std::vector<Group> groups;
+  std::vector<OptimizerGroup> groups;
   std::vector<torch::Tensor> all_params;
   std::vector<std::string> all_names, trainable;
   std::unique_ptr<torch::optim::Optimizer> optimizer;
