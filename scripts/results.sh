@@ -12,15 +12,7 @@ OUT=${2:-results}
 B="$BUILD/bin/secateur"
 mkdir -p "$OUT"
 
-run() {  # run NAME RECIPE ARGS...: one run into $OUT/NAME, its log kept, failures reported and skipped
-  local name=$1 recipe=$2; shift 2
-  local t0=$(date +%s)
-  if "$B" run "$recipe" --device cuda --out "$OUT/$name" --force "$@" > "$OUT/$name.log" 2>&1; then
-    echo "ok   $name ($(( $(date +%s) - t0 )) s)"
-  else
-    echo "FAIL $name: $(tail -2 "$OUT/$name.log" | tr '\n' ' ')"
-  fi
-}
+source "$(dirname "$0")/results-run.sh"   # run NAME RECIPE ARGS...
 
 # The encoder: data/models/kjv_bert_cls on kjv_testament (Old vs New Testament verse), batch 32.
 ENC=(--set model.path=data/models/kjv_bert_cls --set data.name=kjv_testament
@@ -67,6 +59,6 @@ run gpt-minitron recipes/minitron.yaml "${DEC[@]}" --set stages.0.eval.split=tes
     --set stages.2.train.log_every=100 --set stages.3.eval.split=test --set stages.3.eval.max_tokens=0 \
     --set stages.2.train.optimizer.lr=3.0e-4
 
-"$B" report "$OUT"/bert-* --out "$OUT/bert" > "$OUT/bert.md" 2> "$OUT/report.err"
-"$B" report "$OUT"/gpt-* --out "$OUT/gpt" > "$OUT/gpt.md" 2>> "$OUT/report.err"
+"$B" report "$OUT"/bert-*/ --out "$OUT/bert" > "$OUT/bert.md" 2> "$OUT/report.err"
+"$B" report "$OUT"/gpt-*/ --out "$OUT/gpt" > "$OUT/gpt.md" 2>> "$OUT/report.err"
 cat "$OUT/bert.md" "$OUT/gpt.md"

@@ -12,15 +12,7 @@ OUT=${2:-results-tf}
 B="$BUILD/bin/secateur"
 mkdir -p "$OUT"
 
-run() {  # run NAME RECIPE ARGS...
-  local name=$1 recipe=$2; shift 2
-  local t0=$(date +%s)
-  if "$B" run "$recipe" --device cuda --out "$OUT/$name" --force "$@" > "$OUT/$name.log" 2>&1; then
-    echo "ok   $name ($(( $(date +%s) - t0 )) s)"
-  else
-    echo "FAIL $name: $(tail -2 "$OUT/$name.log" | tr '\n' ' ')"
-  fi
-}
+source "$(dirname "$0")/results-run.sh"   # run NAME RECIPE ARGS...
 
 DEC_EVAL='{eval: {split: test, latency: {batch_size: 8, repeats: 20}}}'
 DEC=(--set model.path=data/models/kjv_gpt --set data.name=kjv --set data.seq_len=256
