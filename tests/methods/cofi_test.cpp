@@ -5,6 +5,7 @@
 
 #include <cmath>
 
+#include "fixture_model_test.h"
 #include "methods/cofi.h"
 #include "model/prunable.h"
 #include "surgery/surgery.h"
@@ -12,7 +13,6 @@
 namespace secateur::methods {
 namespace {
 
-std::string fixture(const std::string& name) { return std::string(SECATEUR_FIXTURES) + "/models/" + name; }
 
 void fill(CofiGateValues& la, double value) {
   torch::NoGradGuard no_grad;
@@ -34,15 +34,7 @@ double unit_params(const model::Model& m) {
   return total;
 }
 
-class CofiTest : public ::testing::TestWithParam<std::string> {
- protected:
-  void SetUp() override {
-    torch::set_num_threads(2);
-    torch::manual_seed(11);
-    model_ = model::load_model(fixture(GetParam()));
-    model_->eval();
-  }
-  std::shared_ptr<model::Model> model_;
+class CofiTest : public testing_support::FixtureModelTest<11> {
 };
 
 TEST_P(CofiTest, AllOpenIsDenseAndAllClosedIsEmpty) {

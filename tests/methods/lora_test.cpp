@@ -2,20 +2,18 @@
 // unmerged forward, and LoRAPrune's LoRA-guided importance (eq. 10) on a hand-computed case.
 #include <gtest/gtest.h>
 
+#include "fixture_model_test.h"
 #include "methods/lora.h"
 
 namespace secateur::methods {
 namespace {
 
-std::string fixture(const std::string& name) { return std::string(SECATEUR_FIXTURES) + "/models/" + name; }
+std::string fixture(const std::string& name) { return testing_support::fixture_model_path(name); }
 
-class LoraTest : public ::testing::TestWithParam<std::string> {
+class LoraTest : public testing_support::FixtureModelTest<9> {
  protected:
   void SetUp() override {
-    torch::set_num_threads(2);
-    torch::manual_seed(9);
-    model_ = model::load_model(fixture(GetParam()));
-    model_->eval();
+    FixtureModelTest::SetUp();
     ids_ = torch::randint(5, 30, {2, 8});
   }
   torch::Tensor logits(const model::WeightTransform* t) {
@@ -24,7 +22,6 @@ class LoraTest : public ::testing::TestWithParam<std::string> {
     o.weights = t;
     return model_->forward(ids_, {}, nullptr, o).logits;
   }
-  std::shared_ptr<model::Model> model_;
   torch::Tensor ids_;
 };
 

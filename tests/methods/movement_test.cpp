@@ -5,13 +5,13 @@
 
 #include <cmath>
 
+#include "fixture_model_test.h"
 #include "methods/movement.h"
 #include "surgery/surgery.h"
 
 namespace secateur::methods {
 namespace {
 
-std::string fixture(const std::string& name) { return std::string(SECATEUR_FIXTURES) + "/models/" + name; }
 
 TEST(CubicScheduleTest, ZhuGuptaValues) {
   CubicSchedule s{0.0, 0.9, 10, 10, 120};  // nΔt = 120 − 10 − 10 = 100 steps
@@ -24,15 +24,7 @@ TEST(CubicScheduleTest, ZhuGuptaValues) {
   for (int64_t t = 10; t < 110; ++t) EXPECT_LE(s.at(t), s.at(t + 1));  // monotone
 }
 
-class MovementTest : public ::testing::TestWithParam<std::string> {
- protected:
-  void SetUp() override {
-    torch::set_num_threads(2);
-    torch::manual_seed(5);
-    model_ = model::load_model(fixture(GetParam()));
-    model_->eval();
-  }
-  std::shared_ptr<model::Model> model_;
+class MovementTest : public testing_support::FixtureModelTest<5> {
 };
 
 TEST_P(MovementTest, StraightThroughGradientIsTheBlockSumOfGradTimesWeight) {

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <set>
 
+#include "fixture_model_test.h"
 #include "methods/vib.h"
 #include "model/prunable.h"
 #include "surgery/surgery.h"
@@ -14,7 +15,7 @@
 namespace secateur::methods {
 namespace {
 
-std::string fixture(const std::string& name) { return std::string(SECATEUR_FIXTURES) + "/models/" + name; }
+std::string fixture(const std::string& name) { return testing_support::fixture_model_path(name); }
 
 // Sets every gate's log σ² (and the trainable μ) by `f(tensor)` in place.
 void set_all(GateValues& values, const std::function<void(torch::Tensor&)>& f) {
@@ -47,20 +48,13 @@ std::vector<int64_t> indices_above(const torch::Tensor& log_alpha, double log_th
   return out;
 }
 
-class VibTest : public ::testing::TestWithParam<std::string> {
+class VibTest : public testing_support::FixtureModelTest<5> {
  protected:
-  void SetUp() override {
-    torch::set_num_threads(2);
-    torch::manual_seed(5);
-    model_ = model::load_model(fixture(GetParam()));
-    model_->eval();
-  }
   // Random μ ~ N(1, 0.3) and log σ² ~ N(0, 2): some gates fall below τ = 1, most do not.
   void randomise(Vib& vib) {
     set_all(vib.mean(), [](torch::Tensor& t) { t.normal_(1.0, 0.3); });
     set_all(vib.log_variance(), [](torch::Tensor& t) { t.normal_(-0.5, 2.0); });
   }
-  std::shared_ptr<model::Model> model_;
 };
 
 TEST_P(VibTest, KlTermAndItsGradientsMatchTheClosedForm) {
