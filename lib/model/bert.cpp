@@ -36,6 +36,8 @@ EncoderModel::Layer EncoderModel::make_layer(int64_t l) {
     w.k_b = param(p + "attention.self.key.bias", {q}, Init::zeros);
     w.v_w = param(p + "attention.self.value.weight", {q, hidden});
     w.v_b = param(p + "attention.self.value.bias", {q}, Init::zeros);
+    pack_rows({w.q_w, w.k_w, w.v_w});
+    pack_rows({w.q_b, w.k_b, w.v_b});
     w.o_w = param(p + "attention.output.dense.weight", {hidden, q});
     w.o_b = param(p + "attention.output.dense.bias", {hidden}, Init::zeros);
     w.attn_ln_w = param(p + "attention.output.LayerNorm.weight", {hidden}, Init::ones);
@@ -117,9 +119,12 @@ torch::Tensor EncoderModel::attention_block(int64_t l, const torch::Tensor& x, c
   const ModelConfig& c = config_;
   const LayerShape& s = c.layers[l];
   const Layer& w = layers_[l];
-  const torch::Tensor q = split_heads(fn::linear(x, w.q_w, w.q_b, pass.weights, w.prefix, "attention.self.query.weight"), s.num_heads, c.head_dim);
-  const torch::Tensor k = split_heads(fn::linear(x, w.k_w, w.k_b, pass.weights, w.prefix, "attention.self.key.weight"), s.num_heads, c.head_dim);
-  const torch::Tensor v = split_heads(fn::linear(x, w.v_w, w.v_b, pass.weights, w.prefix, "attention.self.value.weight"), s.num_heads, c.head_dim);
+  const std::vector<torch::Tensor> qkv = fn::linears(x, {{w.q_w, w.q_b, "attention.self.query.weight"},
+                                                        {w.k_w, w.k_b, "attention.self.key.weight"},
+                                                        {w.v_w, w.v_b, "attention.self.value.weight"}}, pass.weights, w.prefix);
+  const torch::Tensor q = split_heads(qkv[0], s.num_heads, c.head_dim);
+  const torch::Tensor k = split_heads(qkv[1], s.num_heads, c.head_dim);
+  const torch::Tensor v = split_heads(qkv[2], s.num_heads, c.head_dim);
   const double dropout = is_training() ? c.attention_dropout : 0.0;
   const torch::Tensor context = attention(q, k, v, pass.mask, head_gate(pass.gates, l, s), dropout, pass.exact);
   const torch::Tensor out = fn::dropout(fn::linear(context, w.o_w, w.o_b, pass.weights, w.prefix, "attention.output.dense.weight"), c.hidden_dropout, is_training());

@@ -2,6 +2,8 @@
 
 #include <torch/version.h>
 
+#include <algorithm>
+
 #include "model/tap.h"
 #include "util/error.h"
 
@@ -26,6 +28,81 @@ torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch
   if (transform == nullptr) return linear(x, w, b);
   tap_projection(w, 1, x);
   return torch::nn::functional::linear(x, weight(transform, w, prefix, suffix), b);
+}
+
+torch::Tensor row_span(const std::vector<torch::Tensor>& parts) {
+  if (parts.empty() || !parts[0].defined()) return {};
+  const torch::Tensor& first = parts[0];
+  const int64_t dim = first.dim();
+  if (dim != 1 && dim != 2) return {};
+  const int64_t cols = dim == 2 ? first.size(1) : 1;
+  int64_t rows = 0;
+  for (const torch::Tensor& t : parts) {
+    const bool same_kind = t.defined() && t.layout() == torch::kStrided && t.dim() == dim &&
+                           t.scalar_type() == first.scalar_type() && t.device() == first.device();
+    if (!same_kind || (dim == 2 && t.size(1) != cols) || !t.is_contiguous() || !t.is_alias_of(first)) return {};
+    if (t.storage_offset() != first.storage_offset() + rows * cols) return {};
+    rows += t.size(0);
+  }
+  if (dim == 1) return first.as_strided({rows}, {1}, first.storage_offset());
+  return first.as_strided({rows, cols}, {cols, 1}, first.storage_offset());
+}
+
+namespace {
+
+// Whether autograd would track any of the projections' parameters.
+bool needs_gradients(const std::vector<Projection>& projections) {
+  if (!torch::GradMode::is_enabled()) return false;
+  return std::any_of(projections.begin(), projections.end(), [](const Projection& p) {
+    return p.w.requires_grad() || (p.b.defined() && p.b.requires_grad());
+  });
+}
+
+// The row_span of the projections' biases. `ok` is false when they do not span (some defined,
+// or not laid out so); none at all is fine, and gives an undefined span.
+torch::Tensor bias_span(const std::vector<Projection>& projections, bool* ok) {
+  std::vector<torch::Tensor> biases;
+  for (const Projection& p : projections) biases.push_back(p.b);
+  const auto defined = [](const torch::Tensor& b) { return b.defined(); };
+  if (std::none_of(biases.begin(), biases.end(), defined)) {
+    *ok = true;
+    return {};
+  }
+  torch::Tensor span = row_span(biases);
+  *ok = span.defined();
+  return span;
+}
+
+// The projections as one GEMM over the row_span of their weights, its output split along the
+// last dim; empty when the weights or biases do not span.
+std::vector<torch::Tensor> fused_linears(const torch::Tensor& x, const std::vector<Projection>& projections) {
+  std::vector<torch::Tensor> weights;
+  for (const Projection& p : projections) weights.push_back(p.w);
+  const torch::Tensor w = row_span(weights);
+  bool biases_span = false;
+  const torch::Tensor b = bias_span(projections, &biases_span);
+  if (!w.defined() || !biases_span) return {};
+  const torch::Tensor y = torch::nn::functional::linear(x, w, b);
+  std::vector<torch::Tensor> out;
+  int64_t offset = 0;
+  for (const Projection& p : projections) {
+    out.push_back(y.narrow(-1, offset, p.w.size(0)));
+    offset += p.w.size(0);
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<torch::Tensor> linears(const torch::Tensor& x, const std::vector<Projection>& projections,
+                                   const WeightTransform* transform, const std::string& prefix) {
+  if (transform == nullptr && current_tap() == nullptr && !needs_gradients(projections)) {
+    std::vector<torch::Tensor> out = fused_linears(x, projections);
+    if (!out.empty()) return out;
+  }
+  std::vector<torch::Tensor> out;
+  for (const Projection& p : projections) out.push_back(linear(x, p.w, p.b, transform, prefix, p.suffix));
+  return out;
 }
 
 torch::Tensor activation(const torch::Tensor& x, const std::string& name) {

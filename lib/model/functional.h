@@ -5,6 +5,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "model/gates.h"
 #include "model/tap.h"
@@ -23,6 +24,27 @@ torch::Tensor weight(const WeightTransform* transform, const torch::Tensor& w, c
 // linear(x, weight(transform, w, prefix, suffix), b), with taps told of the live parameter `w`.
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,
                      const WeightTransform* transform, const std::string& prefix, const char* suffix);
+
+// One projection of a group that shares its input (q/k/v, gate/up): see linears.
+struct Projection {
+  torch::Tensor w, b;  // nn.Linear layout [out, in]; b may be undefined
+  const char* suffix;  // w's HF name after the layer prefix
+};
+
+// The matrix (or vector) whose consecutive row blocks are `parts`, as a zero-copy view of their
+// one storage: [Σ rows, in] for matrices, [Σ n] for vectors. Undefined unless they lie so: same
+// storage, dtype and device, each contiguous and starting where the previous one ends (Model
+// packs q/k/v and gate/up weights this way).
+torch::Tensor row_span(const std::vector<torch::Tensor>& parts);
+
+// linear(x, wᵢ, bᵢ, transform, prefix, suffixᵢ) for each projection, in order. When the weights
+// (and biases) have a row_span and nothing could tell the difference, that is one GEMM whose output
+// is split along the last dim: on a GPU one large GEMM beats three narrow ones. Separate GEMMs
+// otherwise: under a transform (each weight is transformed by name), with a tap installed (it is
+// told of each projection's input), and when the weights need gradients (autograd then reaches
+// each parameter as its own leaf, as without packing).
+std::vector<torch::Tensor> linears(const torch::Tensor& x, const std::vector<Projection>& projections,
+                                   const WeightTransform* transform, const std::string& prefix);
 
 // HF's hidden_act by name: gelu (erf), gelu_new / gelu_pytorch_tanh / gelu_fast (tanh), silu, relu.
 torch::Tensor activation(const torch::Tensor& x, const std::string& name);

@@ -52,6 +52,8 @@ LlamaModel::Layer LlamaModel::make_layer(int64_t l) {
     a.v_b = bias(c.qkv_bias, "self_attn.v_proj.bias", kv);
     a.o_w = param(p + "self_attn.o_proj.weight", {hidden, q});
     a.o_b = bias(c.o_bias, "self_attn.o_proj.bias", hidden);
+    pack_rows({a.q_w, a.k_w, a.v_w});
+    pack_rows({a.q_b, a.k_b, a.v_b});
   }
   if (s.has_mlp) {
     const int64_t n = s.intermediate;
@@ -63,6 +65,8 @@ LlamaModel::Layer LlamaModel::make_layer(int64_t l) {
     m.up_b = bias(c.mlp_bias, "mlp.up_proj.bias", n);
     m.down_w = param(p + "mlp.down_proj.weight", {hidden, n});
     m.down_b = bias(c.mlp_bias, "mlp.down_proj.bias", hidden);
+    pack_rows({m.gate_w, m.up_w});
+    pack_rows({m.gate_b, m.up_b});
   }
   return layer;
 }
@@ -73,9 +77,12 @@ torch::Tensor LlamaModel::attention_branch(int64_t l, const torch::Tensor& x, co
   const Attention& a = layers_[l].attn;
   const std::string& p = layers_[l].prefix;
   const torch::Tensor h = fn::rms_norm(x, layers_[l].attn_norm, c.norm_eps, pass.hidden);
-  const torch::Tensor q = apply_rope(split_heads(fn::linear(h, a.q_w, a.q_b, pass.weights, p, "self_attn.q_proj.weight"), s.num_heads, c.head_dim), pass.rope);
-  const torch::Tensor k = apply_rope(split_heads(fn::linear(h, a.k_w, a.k_b, pass.weights, p, "self_attn.k_proj.weight"), s.num_kv_heads, c.head_dim), pass.rope);
-  const torch::Tensor v = split_heads(fn::linear(h, a.v_w, a.v_b, pass.weights, p, "self_attn.v_proj.weight"), s.num_kv_heads, c.head_dim);
+  const std::vector<torch::Tensor> qkv = fn::linears(h, {{a.q_w, a.q_b, "self_attn.q_proj.weight"},
+                                                        {a.k_w, a.k_b, "self_attn.k_proj.weight"},
+                                                        {a.v_w, a.v_b, "self_attn.v_proj.weight"}}, pass.weights, p);
+  const torch::Tensor q = apply_rope(split_heads(qkv[0], s.num_heads, c.head_dim), pass.rope);
+  const torch::Tensor k = apply_rope(split_heads(qkv[1], s.num_kv_heads, c.head_dim), pass.rope);
+  const torch::Tensor v = split_heads(qkv[2], s.num_kv_heads, c.head_dim);
   const AttentionMask& mask = c.sliding_layers[l] ? pass.sliding_mask : pass.mask;
   const double dropout = is_training() ? c.attention_dropout : 0.0;
   const torch::Tensor context = attention(q, k, v, mask, head_gate(pass.gates, l, s), dropout, pass.exact);
@@ -88,7 +95,9 @@ torch::Tensor LlamaModel::mlp_branch(int64_t l, const torch::Tensor& x, const Pa
   const Mlp& m = layers_[l].mlp;
   const std::string& p = layers_[l].prefix;
   const torch::Tensor h = fn::rms_norm(x, layers_[l].mlp_norm, c.norm_eps, pass.hidden);
-  const torch::Tensor neurons = fn::activation(fn::linear(h, m.gate_w, m.gate_b, pass.weights, p, "mlp.gate_proj.weight"), c.activation) * fn::linear(h, m.up_w, m.up_b, pass.weights, p, "mlp.up_proj.weight");
+  const std::vector<torch::Tensor> gate_up = fn::linears(h, {{m.gate_w, m.gate_b, "mlp.gate_proj.weight"},
+                                                            {m.up_w, m.up_b, "mlp.up_proj.weight"}}, pass.weights, p);
+  const torch::Tensor neurons = fn::activation(gate_up[0], c.activation) * gate_up[1];
   const torch::Tensor gated = pass.gates ? fn::scale(neurons, Gates::at(pass.gates->ffn, l)) : neurons;
   return fn::apply_hidden(fn::linear(gated, m.down_w, m.down_b, pass.weights, p, "mlp.down_proj.weight"), pass.hidden);
 }

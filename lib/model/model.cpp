@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include "model/bert.h"
+#include "model/functional.h"
 #include "model/gpt2.h"
 #include "model/llama.h"
 #include "util/error.h"
@@ -52,6 +53,48 @@ torch::Tensor Model::param(const std::string& hf_name, std::vector<int64_t> shap
   tensors_.push_back(t);
   inits_.push_back(init);
   return t;
+}
+
+namespace {
+
+// Copies `parts` into one new buffer and re-points each at its rows (see Model::pack_rows);
+// nothing to do when they already lie so, nothing possible when their dtypes or devices differ.
+void pack(const std::vector<torch::Tensor>& parts) {
+  if (fn::row_span(parts).defined()) return;
+  for (const torch::Tensor& t : parts)
+    if (t.scalar_type() != parts[0].scalar_type() || t.device() != parts[0].device()) return;
+  torch::NoGradGuard no_grad;
+  const torch::Tensor buffer = torch::cat(parts, 0);
+  int64_t offset = 0;
+  for (torch::Tensor t : parts) {
+    const int64_t rows = t.size(0);
+    t.set_data(buffer.narrow(0, offset, rows));
+    offset += rows;
+  }
+}
+
+}  // namespace
+
+void Model::pack_rows(const std::vector<torch::Tensor>& parts) {
+  if (parts.empty() || std::any_of(parts.begin(), parts.end(), [](const torch::Tensor& t) { return !t.defined(); }))
+    return;
+  packs_.push_back(parts);
+  pack(parts);
+}
+
+void Model::to(torch::Device device, torch::Dtype dtype, bool non_blocking) {
+  torch::nn::Module::to(device, dtype, non_blocking);
+  for (const auto& parts : packs_) pack(parts);
+}
+
+void Model::to(torch::Dtype dtype, bool non_blocking) {
+  torch::nn::Module::to(dtype, non_blocking);
+  for (const auto& parts : packs_) pack(parts);
+}
+
+void Model::to(torch::Device device, bool non_blocking) {
+  torch::nn::Module::to(device, non_blocking);
+  for (const auto& parts : packs_) pack(parts);
 }
 
 torch::Tensor Model::hf_parameter(const std::string& name) const {

@@ -83,6 +83,12 @@ class Model : public torch::nn::Module {
   // (float16 on the CPU before LibTorch 2). Every forward calls it.
   void check_runnable() const;
 
+  // Moves or casts the parameters as torch::nn::Module::to does, then packs them again (see
+  // pack_rows): Module::to converts each parameter on its own, into a buffer of its own.
+  void to(torch::Device device, torch::Dtype dtype, bool non_blocking = false) override;
+  void to(torch::Dtype dtype, bool non_blocking = false) override;
+  void to(torch::Device device, bool non_blocking = false) override;
+
   // Hugging Face's initialisation: normal(0, initializer_range) matrices and embeddings, ones
   // for norm weights, zeros for biases. Uses torch's global generator.
   void init_weights();
@@ -93,6 +99,12 @@ class Model : public torch::nn::Module {
   Model(ModelConfig config, torch::TensorOptions options);
   // Registers one parameter under its HF name.
   torch::Tensor param(const std::string& hf_name, std::vector<int64_t> shape, Init init = Init::normal);
+  // Stores `parts` (parameters of one layer that share their input: q/k/v, gate/up) as consecutive
+  // row blocks of one buffer, values kept, so that the forward pass can run them as one GEMM
+  // (fn::linears); no memory is added, each part becomes a view of the buffer. Each parameter keeps
+  // its TensorImpl (set_data), which the module registry, the HF-name index, optimisers and taps
+  // hold. Remembered, so that `to` packs them again. Undefined parts (absent biases) pack nothing.
+  void pack_rows(const std::vector<torch::Tensor>& parts);
   void tie(const std::string& alias, const std::string& canonical) { aliases_[alias] = canonical; }
   // HF checkpoints may carry buffers (causal masks, position ids, rotary tables) we recompute.
   void ignore_suffix(const std::string& suffix) { ignored_suffixes_.push_back(suffix); }
@@ -114,6 +126,7 @@ class Model : public torch::nn::Module {
   std::map<std::string, size_t> index_;
   std::map<std::string, std::string> aliases_;
   std::vector<std::string> ignored_suffixes_;
+  std::vector<std::vector<torch::Tensor>> packs_;  // pack_rows' groups
   std::string base_prefix_;
 };
 
