@@ -31,6 +31,7 @@
 #include <nlohmann/json.hpp>
 
 #include "eval/cost.h"
+#include "profile.h"
 #include "eval/loss.h"
 #include "importance/estimator.h"
 #include "model/prunable.h"
@@ -54,6 +55,8 @@ struct Args {
   int64_t warmup = 10, steps = 60, window = 10;
   std::string estimator = "head_gradient";
   int64_t micro_batch = 2;
+  std::string profile;  // Chrome trace of a few more steps after the timed ones
+  int64_t profile_steps = 3;
 };
 
 json llama7b_config(bool tiny) {
@@ -140,6 +143,11 @@ double time_step(const std::function<void()>& step, const Args& a, torch::Device
     eval::synchronize(device);
     per_step.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / a.window);
   }
+  if (!a.profile.empty())
+    bench::profile_to(a.profile, [&] {
+      for (int64_t i = 0; i < a.profile_steps; ++i) step();
+      eval::synchronize(device);
+    });
   return eval::median(per_step);
 }
 
@@ -216,6 +224,7 @@ json bert_train(const Args& a) {
   std::vector<double> per_step;
   for (int64_t w = 0; w < std::max<int64_t>(1, a.steps / a.window); ++w) per_step.push_back(train_steps(a.window));
   const double s = eval::median(per_step);
+  if (!a.profile.empty()) bench::profile_to(a.profile, [&] { train_steps(a.profile_steps); });
   return {{"samples_per_s", b / s}, {"step_ms", s * 1e3}, {"windows", per_step.size()},
           {"params", total_parameters(*model)}, {"peak_mem_gb", eval::peak_memory_bytes(device) / double(1 << 30)}};
 }
@@ -259,7 +268,8 @@ json grad_importance(const Args& a) {
 
 int usage() {
   std::cerr << "usage: speed_bench llama_eval|bert_infer|bert_train|grad_importance [--pruned] [--tiny] [--device cpu|cuda]\n"
-               "                   [--warmup N] [--steps N] [--window N] [--estimator NAME] [--micro-batch N]\n";
+               "                   [--warmup N] [--steps N] [--window N] [--estimator NAME] [--micro-batch N]\n"
+               "                   [--profile TRACE.json [--profile-steps N]]\n";
   return 2;
 }
 
@@ -283,6 +293,8 @@ int main(int argc, char** argv) {
     else if (arg == "--window") a.window = std::stoll(next());
     else if (arg == "--estimator") a.estimator = next();
     else if (arg == "--micro-batch") a.micro_batch = std::stoll(next());
+    else if (arg == "--profile") a.profile = next();
+    else if (arg == "--profile-steps") a.profile_steps = std::stoll(next());
     else return usage();
   }
   if (a.device != "cpu" && !torch::cuda::is_available()) {
