@@ -82,6 +82,7 @@ std::vector<torch::Tensor> fused_linears(const torch::Tensor& x, const std::vect
   bool biases_span = false;
   const torch::Tensor b = bias_span(projections, &biases_span);
   if (!w.defined() || !biases_span) return {};
+  for (const Projection& p : projections) tap_projection(p.w, 1, x);  // as the separate linears would
   const torch::Tensor y = torch::nn::functional::linear(x, w, b);
   std::vector<torch::Tensor> out;
   int64_t offset = 0;
@@ -96,7 +97,7 @@ std::vector<torch::Tensor> fused_linears(const torch::Tensor& x, const std::vect
 
 std::vector<torch::Tensor> linears(const torch::Tensor& x, const std::vector<Projection>& projections,
                                    const WeightTransform* transform, const std::string& prefix) {
-  if (transform == nullptr && current_tap() == nullptr && !needs_gradients(projections)) {
+  if (transform == nullptr && !needs_gradients(projections)) {
     std::vector<torch::Tensor> out = fused_linears(x, projections);
     if (!out.empty()) return out;
   }

@@ -38,11 +38,11 @@ struct Projection {
 torch::Tensor row_span(const std::vector<torch::Tensor>& parts);
 
 // linear(x, wᵢ, bᵢ, transform, prefix, suffixᵢ) for each projection, in order. When the weights
-// (and biases) have a row_span and nothing could tell the difference, that is one GEMM whose output
-// is split along the last dim: on a GPU one large GEMM beats three narrow ones. Separate GEMMs
-// otherwise: under a transform (each weight is transformed by name), with a tap installed (it is
-// told of each projection's input), and when the weights need gradients (autograd then reaches
-// each parameter as its own leaf, as without packing).
+// (and biases) have a row_span, that is one GEMM whose output is split along the last dim: on a
+// GPU one wide GEMM beats three narrow ones. Taps are told of each projection's input either way.
+// Separate GEMMs under a transform (each weight is transformed by name) and when the weights need
+// gradients (autograd then reaches each parameter as its own leaf, as without packing). The two
+// agree to rounding, not bitwise: a BLAS blocks a wide GEMM's reduction differently.
 std::vector<torch::Tensor> linears(const torch::Tensor& x, const std::vector<Projection>& projections,
                                    const WeightTransform* transform, const std::string& prefix);
 

@@ -7,6 +7,7 @@
 
 #include "model/model.h"
 #include "model_test_util.h"
+#include "packing_test_util.h"
 
 namespace secateur::model {
 namespace {
@@ -48,6 +49,7 @@ class WeightTransformTest : public ::testing::TestWithParam<Case> {
   void SetUp() override {
     torch::set_num_threads(2);
     model_ = load_model(fixture(GetParam().name));
+    testing::unpack(*model_);  // plain and transformed forwards then run the same GEMMs
     ref_ = testing::load_reference(GetParam().name);
   }
   torch::Tensor logits(const Gates* gates, const WeightTransform* transform) {
