@@ -197,6 +197,10 @@ recipe::SchemaBuilder train_schema() {
       ->field("shuffle", Schema::boolean(), "Shuffle every epoch (from the seed).", "true")
       ->field("max_grad_norm", Schema::number()->min(0), "Clip the gradients' global L2 norm (0 = no clipping).", "1.0")
       ->field("bf16", Schema::boolean(), "bf16 autocast of forward passes on CUDA (ignored on the CPU).", "false")
+      ->field("cuda_graph", Schema::enumeration({"auto", "true", "false"}),
+              "Replay the training step as CUDA graphs (no kernel launches from the host): auto = on a GPU when "
+              "the step allows it (no learned masks or distillation, one process, AdamW, batches of one shape); "
+              "true = the same, but an error when it cannot; false = eager.", "auto")
       ->field("seed", Schema::integer()->min(0), "Added to the recipe seed for data order and masking.", "0")
       ->field("log_every", Schema::integer()->min(0), "metrics.jsonl line (loss, lr, grad norm, tokens/s, ETA) every N steps.", "10")
       ->field("interrupt_after_steps", Schema::integer()->min(0),
@@ -226,6 +230,8 @@ TrainSetup train_setup(const recipe::Value& o, run::RunState& state) {
   t.grad_accumulation = o.get_int("grad_accumulation", 1);
   t.max_grad_norm = o.get_double("max_grad_norm", 1.0);
   t.bf16 = o.get_bool("bf16", false);
+  const std::string graph = o.get_string("cuda_graph", "auto");
+  t.cuda_graph = graph == "true" ? train::CudaGraphMode::on : graph == "false" ? train::CudaGraphMode::off : train::CudaGraphMode::automatic;
   t.log_every = o.get_int("log_every", 10);
   t.interrupt_after_steps = o.get_int("interrupt_after_steps", 0);
   t.seed = state.seed + static_cast<uint64_t>(o.get_int("seed", 0));

@@ -13,6 +13,7 @@
 #include "io/weights.h"
 #include "train/autocast.h"
 #include "train/checkpoint.h"
+#include "train/cuda_graph_step.h"
 #include "train/fused_adamw.h"
 #include "train/param_groups.h"
 #include "train/train_state.h"
@@ -50,6 +51,7 @@ struct Trainer::Impl {
     total = compute_total_steps();
     setup_parameters();
     setup_optimizer();
+    setup_cuda_graph();
   }
 
   // ---- setup ------------------------------------------------------------------------------
@@ -91,6 +93,76 @@ struct Trainer::Impl {
       optimizer = std::make_unique<FusedAdamW>(std::move(pgs), torch::optim::AdamWOptions(oo.lr));
     else
       optimizer = std::make_unique<torch::optim::SGD>(std::move(pgs), torch::optim::SGDOptions(oo.lr));
+  }
+
+  // Why this run's step cannot be replayed as CUDA graphs ("" when it can): the graph holds one
+  // plain step — extensions change the step from the host, other ranks synchronise gradients.
+  std::string cuda_graph_obstacle() const {
+    if (!model.device().is_cuda()) return "the model is not on a GPU";
+    if (!CudaGraphStep::compiled()) return "this build has no CUDA graphs (LibTorch >= 2.4 built with CUDA)";
+    if (!extensions.empty()) return "learned masks and distillation change the step from the host";
+    if (sync->world_size() > 1) return "data parallelism synchronises gradients between processes";
+    if (options.optimizer.kind != OptimizerKind::adamw) return "only AdamW has a capturable fused kernel";
+    for (const auto& g : groups)
+      if (g.maximize) return "a parameter group is maximised";
+    return "";
+  }
+
+  void setup_cuda_graph() {
+    if (options.cuda_graph == CudaGraphMode::off) return;
+    const std::string obstacle = cuda_graph_obstacle();
+    if (!obstacle.empty()) {
+      if (options.cuda_graph == CudaGraphMode::on) throw UserError(options.label + ": cuda_graph is true, but " + obstacle);
+      return;
+    }
+    graph = std::make_unique<CudaGraphStep>(
+        *optimizer, options.max_grad_norm, options.grad_accumulation,
+        [this](const data::Batch& b, StepSums& sums) { graph_micro_step(b, sums); }, model.device());
+  }
+
+  // One micro-batch of a graphed step: the eager step's forward, loss and backward, with every
+  // sum kept on the device.
+  void graph_micro_step(const data::Batch& b, StepSums& sums) {
+    model::ForwardOptions fo;
+    fo.token_type_ids = b.token_type_ids;
+    torch::Tensor loss, task;
+    {
+      AutocastScope scope(options.bf16);
+      auto out = model.forward(b.input_ids, b.attention_mask, nullptr, fo);
+      task = eval::task_loss(task_of(model), out.logits.to(torch::kFloat), b);
+      loss = task * options.task_loss_weight;
+    }
+    (loss / static_cast<double>(options.grad_accumulation)).backward();
+    sums.loss.add_(task.detach().to(torch::kDouble));
+    sums.tokens.add_(b.attention_mask.defined() ? b.attention_mask.sum() : torch::full({}, b.input_ids.numel(), sums.tokens.options()));
+    sums.nonfinite.logical_or_(torch::logical_not(torch::isfinite(loss.detach())));
+  }
+
+  // One optimiser step through the graphs; false when they turned out unusable (nothing applied,
+  // the data position restored) and the eager step must run instead.
+  bool graphed_step() {
+    const DataPosition before = position;
+    std::vector<data::Batch> micro;
+    for (int64_t k = 0; k < options.grad_accumulation; ++k) micro.push_back(next_batch());
+    set_learning_rates(step);
+    const auto r = graph->step(micro);
+    if (!r) {
+      position = before;
+      if (options.cuda_graph == CudaGraphMode::on) throw UserError(options.label + ": cuda_graph is true, but " + graph->reason());
+      log::info(options.label + ": running eagerly, " + graph->reason());
+      return false;
+    }
+    window_loss += r->loss / static_cast<double>(options.grad_accumulation);
+    window_tokens += r->tokens;
+    first_bad_step = torch::where(r->nonfinite & (first_bad_step < 0), torch::full_like(first_bad_step, step), first_bad_step);
+    window_grad_norm = r->grad_norm.clone();
+    if (graph->replaying()) ++graph_replays;
+    if (graph->replaying() && !graph_announced) {
+      log::info(options.label + ": the training step is captured and replayed as CUDA graphs from step " + std::to_string(step + 1));
+      graph_announced = true;
+    }
+    ++step;
+    return true;
   }
 
   void set_learning_rates(int64_t s) {
@@ -449,8 +521,10 @@ struct Trainer::Impl {
     Progress progress(options.label, total, "step");
     StepMetrics ext_metrics;
     while (!finished && step < total) {
-      window_loss += accumulate_gradients(ext_metrics);
-      optimizer_step(ext_metrics);
+      if (!(graph && graph->usable() && graphed_step())) {
+        window_loss += accumulate_gradients(ext_metrics);
+        optimizer_step(ext_metrics);
+      }
       ++window_steps;
       const bool last = step == total;
       if (options.log_every > 0 && (step % options.log_every == 0 || last)) {
@@ -502,6 +576,7 @@ struct Trainer::Impl {
     result.last_checkpoint = last_checkpoint;
     result.best_checkpoint = best_checkpoint;
     result.tokens_per_s = tokens_per_s;
+    result.graph_replays = graph_replays;
     return result;
   }
 
@@ -520,6 +595,9 @@ struct Trainer::Impl {
   std::vector<torch::Tensor> all_params;
   std::vector<std::string> all_names, trainable;
   std::unique_ptr<torch::optim::Optimizer> optimizer;
+  std::unique_ptr<CudaGraphStep> graph;  // null: eager steps
+  bool graph_announced = false;
+  int64_t graph_replays = 0;
 
   int64_t step = 0;
   DataPosition position, step_start_position;

@@ -82,6 +82,9 @@ struct FreezeOptions {
   std::vector<std::string> exclude;
 };
 
+// Whether a training step is replayed as CUDA graphs (train/cuda_graph_step.h).
+enum class CudaGraphMode { automatic, on, off };
+
 struct TrainOptions {
   // Length: optimiser steps when > 0, else `epochs` passes over the training split.
   int64_t steps = 0;
@@ -90,6 +93,7 @@ struct TrainOptions {
   double max_grad_norm = 1.0;     // clip the global L2 norm; <= 0 = no clipping
   double task_loss_weight = 1.0;  // distillation mixes (1 − α)·task + α·KD through this
   bool bf16 = false;              // bf16 autocast of the forward pass on CUDA; ignored on the CPU
+  CudaGraphMode cuda_graph = CudaGraphMode::automatic;  // auto: where the step allows (see the .cpp)
   OptimizerOptions optimizer;
   ScheduleOptions schedule;
   FreezeOptions freeze;
@@ -226,6 +230,7 @@ struct TrainResult {
   int64_t best_step = -1;
   std::string last_checkpoint, best_checkpoint;  // paths ("" when none)
   double tokens_per_s = 0;
+  int64_t graph_replays = 0;       // steps replayed from captured CUDA graphs (cuda_graph)
 };
 
 // ---------------------------------------------------------------------------------------------
