@@ -134,7 +134,10 @@ ForwardOutput LlamaModel::forward(const torch::Tensor& input_ids_in, const torch
   pass.mask = AttentionMask::build(attention_mask, seq_len, true, 0, dtype, device());
   if (c.sliding_window > 0)
     pass.sliding_mask = AttentionMask::build(attention_mask, seq_len, true, c.sliding_window, dtype, device());
-  pass.rope = rope_tables(inv_freq_.to(device()), seq_len, dtype);
+  // Kept on the model's device once moved: a host-to-device copy per pass would be a sync that a
+  // captured CUDA graph cannot hold (the fp32 values are the same wherever they live).
+  if (inv_freq_.device() != device()) inv_freq_ = inv_freq_.to(device());
+  pass.rope = rope_tables(inv_freq_, seq_len, dtype);
 
   ForwardOutput out;
   torch::Tensor x = options.start_hidden.defined() ? options.start_hidden

@@ -51,7 +51,7 @@ class LlamaModel : public Model {
   torch::Tensor final_norm_;
   torch::Tensor lm_head_;  // the embedding matrix itself when tied
   torch::Tensor score_;    // sequence classification
-  torch::Tensor inv_freq_;  // fp32 on CPU, as HF computes it; moved per pass
+  torch::Tensor inv_freq_;  // fp32, as HF computes it; follows the model to its device on the first pass
 };
 
 }  // namespace secateur::model
