@@ -172,6 +172,10 @@ bool launches(at::TensorList inputs) {
   return true;
 }
 
+bool supports(torch::ScalarType dtype) {
+  return dtype == torch::kFloat || dtype == torch::kHalf || dtype == torch::kBFloat16;
+}
+
 torch::Tensor silu_mul(const torch::Tensor& gate, const torch::Tensor& up) {
   TORCH_CHECK(gate.defined() && up.defined(), "kernels::silu_mul: gate and up must be defined");
   TORCH_CHECK(gate.dim() >= 1, "kernels::silu_mul: gate and up need at least one dim, got a scalar");

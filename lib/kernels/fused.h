@@ -22,6 +22,9 @@ bool compiled();
 // gradient needed (grad mode off, or none of them requires grad). The dtype is checked apart.
 bool launches(at::TensorList inputs);
 
+// Whether the kernels take this storage dtype (bf16, fp16, fp32); others always take the fallback.
+bool supports(torch::ScalarType dtype);
+
 // silu(gate)·up for gate and up of the same shape, dtype and device, e.g. the two halves of a packed
 // gate/up projection [B, T, 2F] sliced along the last dim (gate = [..., :F], up = [..., F:]).
 // Kernel: out = gate / (1 + e^−gate) · up in float, one rounding; a contiguous result of gate's

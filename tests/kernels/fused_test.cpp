@@ -422,6 +422,14 @@ TEST(FusedCrossEntropy, CudaWithGradientsUsesAutograd) {
 
 // ---- dispatch ---------------------------------------------------------------------------------------
 
+TEST(FusedKernels, SupportedDtypes) {
+  EXPECT_TRUE(supports(torch::kFloat));
+  EXPECT_TRUE(supports(torch::kBFloat16));
+  EXPECT_TRUE(supports(torch::kHalf));
+  EXPECT_FALSE(supports(torch::kDouble));
+  EXPECT_FALSE(supports(torch::kLong));
+}
+
 TEST(FusedKernels, LaunchOnlyForCudaInputsWithoutGradients) {
   EXPECT_FALSE(launches({torch::zeros({2})}));
   EXPECT_FALSE(launches({}));
