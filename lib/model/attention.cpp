@@ -3,7 +3,9 @@
 #include <torch/version.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <limits>
+#include <string>
 
 namespace secateur::model {
 
@@ -59,6 +61,49 @@ torch::Tensor fused(const torch::Tensor& q, const torch::Tensor& k, const torch:
 #endif
 }
 
+// K and V repeated to one head per query head (HF's repeat_kv: query head h reads group h / group).
+torch::Tensor repeat_groups(const torch::Tensor& kv, int64_t group) {
+  return group == 1 ? kv : kv.repeat_interleave(group, 1);
+}
+
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 5)
+#define SECATEUR_HAS_SDPA_GQA 1
+
+// SECATEUR_SDPA_GQA=0 turns native GQA off (to compare both on a GPU); on by default.
+bool sdpa_gqa_enabled() {
+  const char* env = std::getenv("SECATEUR_SDPA_GQA");
+  return env == nullptr || std::string(env) != "0";
+}
+
+// Whether SDPA runs this call on a fused kernel that reads grouped K/V as they are (flash
+// attention: query head h → group h / group, as repeat_kv). Backends without GQA support
+// (memory-efficient, CPU flash) send enable_gqa with fewer KV heads to the math backend, slower
+// than repeating K/V here, so the dispatcher is asked first; SDPBackend::math is 0, error −1.
+bool fused_kernel_takes_groups(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                               const AttentionMask& mask, double dropout_p) {
+  if (mask.additive.defined()) return false;  // flash takes no mask: keep the masked calls as they were
+  const int64_t backend = at::_fused_sdp_choice(q, k, v, {}, dropout_p, mask.causal, {}, /*enable_gqa=*/true);
+  return backend > 0;
+}
+
+// softmax(q·kᵀ/√d)·v with K/V left grouped: no copy of K and V per query head.
+torch::Tensor fused_grouped(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                            const AttentionMask& mask, double dropout_p) {
+  return at::scaled_dot_product_attention(q, k, v, {}, dropout_p, mask.causal, {}, /*enable_gqa=*/true);
+}
+#endif
+
+// The fused product, K/V grouped when SDPA can take them so, else repeated first.
+torch::Tensor fused_any_group(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                              const AttentionMask& mask, double dropout_p) {
+  const int64_t group = q.size(1) / k.size(1);
+#ifdef SECATEUR_HAS_SDPA_GQA
+  if (group > 1 && sdpa_gqa_enabled() && fused_kernel_takes_groups(q, k, v, mask, dropout_p))
+    return fused_grouped(q, k, v, mask, dropout_p);
+#endif
+  return fused(q, repeat_groups(k, group), repeat_groups(v, group), mask, dropout_p);
+}
+
 }  // namespace
 
 AttentionMask AttentionMask::build(const torch::Tensor& attention_mask, int64_t seq_len, bool causal,
@@ -94,10 +139,8 @@ torch::Tensor head_gate(const Gates* gates, int64_t layer, const LayerShape& sha
 torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                         const AttentionMask& mask, const torch::Tensor& gate, double dropout_p, bool exact) {
   const int64_t group = q.size(1) / k.size(1);
-  const torch::Tensor keys = group == 1 ? k : k.repeat_interleave(group, 1);
-  const torch::Tensor values = group == 1 ? v : v.repeat_interleave(group, 1);
-  torch::Tensor context = exact ? matmul_softmax(q, keys, values, mask, dropout_p)
-                                : fused(q, keys, values, mask, dropout_p);
+  torch::Tensor context = exact ? matmul_softmax(q, repeat_groups(k, group), repeat_groups(v, group), mask, dropout_p)
+                                : fused_any_group(q, k, v, mask, dropout_p);
   if (gate.defined()) context = context * gate.to(context.scalar_type()).view({1, -1, 1, 1});
   return merge_heads(context);
 }

@@ -1,6 +1,7 @@
 #include "model/rope.h"
 
 #include <cmath>
+#include <vector>
 
 namespace secateur::model {
 
@@ -21,9 +22,13 @@ torch::Tensor llama3_scaled(const torch::Tensor& inv_freq, const RopeScaling& s)
   return torch::where(medium, smoothed, scaled);
 }
 
-torch::Tensor rotate_half(const torch::Tensor& x) {
-  const int64_t half = x.size(-1) / 2;
-  return torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+// cat(x₂, x₁) for x = cat(x₁, x₂) along the last dim: one flip of the [..., 2, d/2] view, a single
+// strided copy even when x is a transposed view (a cat of the two halves is two copies there).
+torch::Tensor swap_halves(const torch::Tensor& x) {
+  std::vector<int64_t> pairs = x.sizes().vec();
+  pairs.back() /= 2;
+  pairs.insert(pairs.end() - 1, 2);
+  return torch::flip(x.reshape(pairs), {-2}).reshape(x.sizes());
 }
 
 }  // namespace
@@ -42,11 +47,19 @@ RopeTables rope_tables(const torch::Tensor& inv_freq, int64_t seq_len, torch::Sc
   const torch::Tensor positions = torch::arange(seq_len, inv_freq.options());
   const torch::Tensor freqs = positions.unsqueeze(1) * inv_freq.unsqueeze(0);  // [T, d/2]
   const torch::Tensor angles = torch::cat({freqs, freqs}, -1);
-  return {angles.cos().to(dtype), angles.sin().to(dtype)};
+  // Negate the first half of HF's sin table (rather than recompute sin of freqs), so each
+  // element is the very value HF's rotate_half multiplies by.
+  const torch::Tensor sin = angles.sin();
+  const int64_t half = freqs.size(-1);
+  const torch::Tensor sin_signed = torch::cat({-sin.narrow(-1, 0, half), sin.narrow(-1, half, half)}, -1);
+  return {angles.cos().to(dtype), sin_signed.to(dtype)};
 }
 
 torch::Tensor apply_rope(const torch::Tensor& x, const RopeTables& tables) {
-  return x * tables.cos + rotate_half(x) * tables.sin;
+  // x·cos is a fresh tensor that autograd does not save (mul saves its inputs), so adding the
+  // rotated part in place is safe with gradients.
+  torch::Tensor out = x * tables.cos;
+  return out.addcmul_(swap_halves(x), tables.sin_signed);
 }
 
 }  // namespace secateur::model

@@ -12,14 +12,18 @@ namespace secateur::model {
 torch::Tensor rope_inv_freq(const ModelConfig& config);
 
 // cos and sin of position·inv_freq, each [T, head_dim] (the frequencies repeated over both halves),
-// computed in fp32 and cast to `dtype` as HF does.
+// computed in fp32 and cast to `dtype` as HF does. The sine carries rotate_half's sign:
+// sin_signed = cat(−sin, sin) over the two halves, so that
+//   rotate_half(x)·sin = cat(−x₂, x₁)·cat(sin, sin) = cat(x₂, x₁)·cat(−sin, sin),
+// products equal bit for bit (negation is exact), and apply_rope needs no negation pass.
 struct RopeTables {
   torch::Tensor cos;
-  torch::Tensor sin;
+  torch::Tensor sin_signed;
 };
 RopeTables rope_tables(const torch::Tensor& inv_freq, int64_t seq_len, torch::ScalarType dtype);
 
-// x·cos + rotate_half(x)·sin for x [B, H, T, d].
+// x·cos + rotate_half(x)·sin for x [B, H, T, d], computed as x·cos + swap_halves(x)·sin_signed
+// in three elementwise passes (swap, multiply, multiply-add) instead of five.
 torch::Tensor apply_rope(const torch::Tensor& x, const RopeTables& tables);
 
 }  // namespace secateur::model

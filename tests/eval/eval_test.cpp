@@ -107,3 +107,90 @@ TEST(Cost, LatencyIsMeasuredWithMedianAndThroughput) {
   EXPECT_EQ(eval::median({4, 1, 2, 3}), 2.5);
   EXPECT_THROW(eval::measure_latency(*m, {1, 1000000, 0, 1}), UserError);
 }
+
+namespace {
+
+// Logits [3, 9, 50] (×4: a spread like a trained LM's) and next-token labels with ignored positions.
+struct LossCase {
+  torch::Tensor logits;
+  data::Batch batch;
+};
+
+LossCase loss_case(torch::ScalarType dtype) {
+  torch::manual_seed(17);
+  LossCase c;
+  c.logits = (torch::randn({3, 9, 50}, torch::kDouble) * 4).to(dtype);
+  c.batch.labels = torch::randint(0, 50, {3, 9}, torch::kLong);
+  c.batch.labels.index_put_({0, torch::indexing::Slice(0, 4)}, -100);
+  c.batch.labels.index_put_({2, 5}, -100);
+  c.batch.labels.index_put_({2, 8}, -100);
+  return c;
+}
+
+// Σ −log softmax(logits[b, t])[labels[b, t+1]] in float64 from the same logits.
+double nll_sum_fp64(const LossCase& c) {
+  const torch::Tensor lp = torch::log_softmax(c.logits.to(torch::kDouble), -1);
+  double sum = 0;
+  for (int64_t b = 0; b < 3; ++b)
+    for (int64_t t = 0; t + 1 < 9; ++t) {
+      const int64_t label = c.batch.labels[b][t + 1].item<int64_t>();
+      if (label != -100) sum -= lp[b][t][label].item<double>();
+    }
+  return sum;
+}
+
+// The differentiable path (logits that require grad), as before the chunked one existed.
+eval::LossSum with_grad_path(const LossCase& c) {
+  const torch::Tensor logits = c.logits.detach().clone().requires_grad_(true);
+  eval::LossSum s = eval::task_loss_sum(model::Task::causal_lm, logits, c.batch);
+  EXPECT_TRUE(s.sum.requires_grad());
+  return {s.sum.detach(), s.count};
+}
+
+}  // namespace
+
+TEST(Loss, ChunkedCrossEntropyEqualsTheDifferentiablePathInFp32) {
+  const LossCase c = loss_case(torch::kFloat);
+  const eval::LossSum reference = with_grad_path(c);
+  EXPECT_EQ(reference.count.item<int64_t>(), 3 * 8 - 3 - 2);  // row 0 ignores 3 targets, row 2 two
+  torch::NoGradGuard no_grad;
+  const eval::LossSum s = eval::task_loss_sum(model::Task::causal_lm, c.logits, c.batch);
+  EXPECT_FALSE(s.sum.requires_grad());
+  EXPECT_EQ(s.sum.scalar_type(), torch::kFloat);
+  EXPECT_EQ(s.count.item<int64_t>(), reference.count.item<int64_t>());
+  EXPECT_TRUE(torch::allclose(s.sum, reference.sum, 1e-6, 1e-6))
+      << s.sum.item<double>() << " vs " << reference.sum.item<double>();
+  // Chunks of 1, 2 and 3 rows (chunk_elements below a row, 2 rows, 3.5 rows): the same sum.
+  const torch::Tensor shifted = c.logits.slice(1, 0, 8), targets = c.batch.labels.slice(1, 1, 9);
+  for (int64_t chunk_elements : {int64_t{1}, int64_t{100}, int64_t{175}}) {
+    const eval::LossSum chunked = eval::token_cross_entropy_chunked(shifted, targets, chunk_elements);
+    EXPECT_TRUE(torch::allclose(chunked.sum, reference.sum, 1e-6, 1e-6)) << chunk_elements;
+    EXPECT_EQ(chunked.count.item<int64_t>(), reference.count.item<int64_t>());
+  }
+  EXPECT_NEAR(s.sum.item<double>(), nll_sum_fp64(c), 1e-5 * nll_sum_fp64(c));
+}
+
+TEST(Loss, ChunkedCrossEntropyOfBf16LogitsIsAsAccurateAsTheFp32Copy) {
+  // bf16 logits are read as they are and reduced in fp32: against a float64 reference on the same
+  // bf16 values, the chunked sum is as close as the differentiable path's fp32 copy.
+  const LossCase c = loss_case(torch::kBFloat16);
+  const double exact = nll_sum_fp64(c);
+  const double copied = with_grad_path(c).sum.item<double>();
+  torch::NoGradGuard no_grad;
+  const double chunked = eval::task_loss_sum(model::Task::causal_lm, c.logits, c.batch).sum.item<double>();
+  EXPECT_NEAR(chunked, exact, 1e-5 * exact);
+  EXPECT_LE(std::abs(chunked - exact), std::abs(copied - exact) + 1e-6 * exact);
+}
+
+TEST(Loss, ChunkedCrossEntropyTakesFlatLogitsAndAllIgnoredTargets) {
+  torch::manual_seed(3);
+  const torch::Tensor logits = torch::randn({5, 7});
+  const torch::Tensor none = torch::full({5}, -100, torch::kLong);
+  const eval::LossSum empty = eval::token_cross_entropy_chunked(logits, none, 14);
+  EXPECT_EQ(empty.sum.item<double>(), 0.0);
+  EXPECT_EQ(empty.count.item<int64_t>(), 0);
+  const torch::Tensor targets = torch::tensor({1, -100, 6, 0, 3}, torch::kLong);
+  const torch::Tensor expected = torch::nn::functional::cross_entropy(
+      logits, targets, torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100).reduction(torch::kSum));
+  EXPECT_TRUE(torch::allclose(eval::token_cross_entropy_chunked(logits, targets, 14).sum, expected, 1e-6, 1e-6));
+}

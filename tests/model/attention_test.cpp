@@ -1,6 +1,11 @@
 // Attention masks by their defining property: what an output may and may not depend on.
 #include <gtest/gtest.h>
 
+#include <stdlib.h>
+
+#include <string>
+#include <vector>
+
 #include "model/attention.h"
 #include "model/model.h"
 #include "model_test_util.h"
@@ -100,6 +105,58 @@ TEST(Attention, GroupedQueryEqualsRepeatedKeyValueHeads) {
   EXPECT_LE(testing::max_diff(gqa->forward(ref.input_ids, ref.attention_mask).logits,
                               mha->forward(ref.input_ids, ref.attention_mask).logits),
             1e-5);
+}
+
+
+// Sets an environment variable for one scope, restoring what was there.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old;
+    setenv(name, value, 1);
+  }
+  ~ScopedEnv() { old_.empty() ? unsetenv(name_) : setenv(name_, old_.c_str(), 1); }
+
+ private:
+  const char* name_;
+  std::string old_;
+};
+
+// attention() on grouped K/V ([B, 2, T, d] for 6 query heads) against the same K/V repeated per
+// query head by hand, under every mask kind, on the exact and the fused path, with SDPA's native
+// GQA (LibTorch ≥ 2.5, where a fused kernel takes it) on and off.
+void expect_grouped_equals_repeated(torch::Device device, torch::ScalarType dtype, double tolerance) {
+  torch::manual_seed(5);
+  const auto opts = torch::TensorOptions().dtype(dtype).device(device);
+  const torch::Tensor q = torch::randn({2, 6, 7, 16}, opts), k = torch::randn({2, 2, 7, 16}, opts),
+                      v = torch::randn({2, 2, 7, 16}, opts);
+  const torch::Tensor k6 = k.repeat_interleave(3, 1), v6 = v.repeat_interleave(3, 1);
+  const torch::Tensor padding = torch::tensor({{1, 1, 1, 1, 1, 1, 1}, {1, 1, 1, 1, 0, 0, 0}}, torch::kLong);
+  const std::vector<AttentionMask> masks = {
+      AttentionMask::build({}, 7, true, 0, dtype, device), AttentionMask::build({}, 7, false, 0, dtype, device),
+      AttentionMask::build(padding, 7, true, 0, dtype, device)};
+  torch::NoGradGuard no_grad;
+  for (const char* native : {"1", "0"}) {
+    ScopedEnv env("SECATEUR_SDPA_GQA", native);
+    for (size_t m = 0; m < masks.size(); ++m)
+      for (bool exact : {false, true}) {
+        const torch::Tensor grouped = attention(q, k, v, masks[m], {}, 0.0, exact);
+        const torch::Tensor repeated = attention(q, k6, v6, masks[m], {}, 0.0, exact);
+        EXPECT_LE(testing::max_diff(grouped, repeated), tolerance)
+            << device << " " << dtype << " SECATEUR_SDPA_GQA=" << native << " mask " << m << " exact " << exact;
+      }
+  }
+}
+
+TEST(Attention, GroupedKeyValuesEqualRepeatedOnEveryPath) {
+  torch::set_num_threads(2);
+  expect_grouped_equals_repeated(torch::kCPU, torch::kFloat, 1e-6);
+}
+
+TEST(Attention, GroupedKeyValuesEqualRepeatedOnAGpu) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  expect_grouped_equals_repeated(torch::kCUDA, torch::kFloat, 1e-5);
+  expect_grouped_equals_repeated(torch::kCUDA, torch::kBFloat16, 1e-2);  // the flash kernel's own path
 }
 
 }  // namespace
