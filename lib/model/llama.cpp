@@ -1,5 +1,6 @@
 #include "model/llama.h"
 
+#include "kernels/fused.h"
 #include "model/tap.h"
 #include "util/error.h"
 
@@ -97,7 +98,11 @@ torch::Tensor LlamaModel::mlp_branch(int64_t l, const torch::Tensor& x, const Pa
   const torch::Tensor h = fn::rms_norm(x, layers_[l].mlp_norm, c.norm_eps, pass.hidden);
   const std::vector<torch::Tensor> gate_up = fn::linears(h, {{m.gate_w, m.gate_b, "mlp.gate_proj.weight"},
                                                             {m.up_w, m.up_b, "mlp.up_proj.weight"}}, pass.weights, p);
-  const torch::Tensor neurons = fn::activation(gate_up[0], c.activation) * gate_up[1];
+  // SwiGLU in one pass over the gate/up halves of the packed GEMM output where the CUDA kernel runs
+  // (kernels::silu_mul; elsewhere the same silu(gate)·up as below).
+  const bool swiglu = c.activation == "silu" || c.activation == "swish";
+  const torch::Tensor neurons = swiglu ? kernels::silu_mul(gate_up[0], gate_up[1])
+                                       : fn::activation(gate_up[0], c.activation) * gate_up[1];
   const torch::Tensor gated = pass.gates ? fn::scale(neurons, Gates::at(pass.gates->ffn, l)) : neurons;
   return fn::apply_hidden(fn::linear(gated, m.down_w, m.down_b, pass.weights, p, "mlp.down_proj.weight"), pass.hidden);
 }
