@@ -28,7 +28,9 @@ run finercut recipes/finercut.yaml "${DEC[@]}"
 
 ENC_EVAL='{eval: {split: test, latency: {batch_size: 32, repeats: 20}}}'
 run sixteen_heads recipes/sixteen_heads.yaml --set model.path=data/models/kjv_bert_cls --set data.name=kjv_testament \
-    --set data.seq_len=128 --set 'stages.1.prune.calibration={source: data, num_sequences: 256, seq_len: 128, batch_size: 32}' \
+    --set data.tokenizer=data/models/kjv_bert_cls --set data.seq_len=128 \
+    --set 'stages.1.prune.calibration={source: data, num_sequences: 256, seq_len: 128, batch_size: 32}' \
+    --set 'stages.1.prune.schedule={iterative: {step: 0.1, eval: {split: test}}}' \
     --set "stages.0=$ENC_EVAL" --set "stages.2=$ENC_EVAL"
 
 # One table: each run's dense (first) and pruned (last) evaluation rows, from its own report.md.

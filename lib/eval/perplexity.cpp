@@ -52,7 +52,8 @@ std::vector<Pass> passes_of(const std::vector<Window>& windows, int64_t batch_si
 
 }  // namespace
 
-PerplexityResult perplexity(model::Model& model, const torch::Tensor& tokens, const PerplexityOptions& o) {
+PerplexityResult perplexity(model::Model& model, const torch::Tensor& tokens, const PerplexityOptions& o,
+                            const model::Gates* gates) {
   if (!model.config().is_causal() || model.config().task != model::Task::causal_lm)
     throw UserError("perplexity needs a causal LM (got a " + model::to_string(model.config().task) + " " +
                     model.config().model_type + " model)");
@@ -89,7 +90,7 @@ PerplexityResult perplexity(model::Model& model, const torch::Tensor& tokens, co
     data::Batch batch;
     batch.input_ids = torch::stack(inputs).to(device);
     batch.labels = torch::stack(labels).to(device);
-    auto logits = model.forward(batch.input_ids).logits;
+    auto logits = model.forward(batch.input_ids, {}, gates).logits;
     LossSum s = task_loss_sum(model::Task::causal_lm, logits, batch);
     nll_sum += s.sum.to(torch::kDouble);
     count += s.count;

@@ -31,6 +31,9 @@ struct PerplexityResult {
 // `tokens`: 1-D int64 ids of the whole evaluation text. The model runs in eval mode without
 // gradients on its own device; logits are reduced in fp32. Under data parallelism every rank
 // passes the same text, runs its share of the windows and gets the perplexity of all of them.
-PerplexityResult perplexity(model::Model& model, const torch::Tensor& tokens, const PerplexityOptions& options);
+// `gates` (optional) are handed to every forward pass: the model evaluated through masks, as the
+// prune stage's per-round curve does.
+PerplexityResult perplexity(model::Model& model, const torch::Tensor& tokens, const PerplexityOptions& options,
+                            const model::Gates* gates = nullptr);
 
 }  // namespace secateur::eval

@@ -435,6 +435,10 @@ std::string Schema::help(int indent) const {
     if (f.schema->type() == Type::Struct) out += f.schema->help(indent + 2);
     if (f.schema->type() == Type::List && f.schema->element()->type() == Type::Struct)
       out += f.schema->element()->help(indent + 2);
+    // A union's mapping alternatives have keys of their own (prune's schedule: {iterative: {...}}).
+    if (f.schema->type() == Type::Union)
+      for (const SchemaPtr& alt : f.schema->alternatives())
+        if (alt->type() == Type::Struct) out += alt->help(indent + 2);
   }
   return out;
 }

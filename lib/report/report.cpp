@@ -202,6 +202,121 @@ std::string training_charts(const std::vector<json>& events) {
   return out;
 }
 
+// Pruning curves: the prune stages whose curve has ≥ 2 points with a params_removed_fraction (an
+// estimate-and-allocate prune; block search's curve is per step and has none), in stage order.
+struct PruneCurve {
+  std::string stage;               // "2. prune"
+  std::vector<json> points;
+  std::vector<std::string> kinds;  // "heads", "ffn"... (from <kind>_removed_fraction)
+  std::vector<std::string> values; // calibration_loss, then the metrics of kMetricKeys present
+};
+
+std::vector<PruneCurve> prune_curves(const json& report) {
+  std::vector<PruneCurve> out;
+  if (!report.contains("stages") || !report["stages"].is_array()) return out;
+  int index = 0;
+  for (const auto& s : report["stages"]) {
+    ++index;
+    if (s.value("kind", std::string()) != "prune" || !s.contains("results") || !s["results"].is_object()) continue;
+    const json& r = s["results"];
+    if (!r.contains("curve") || !r["curve"].is_array()) continue;
+    PruneCurve c{std::to_string(index) + ". prune", {}, {}, {}};
+    for (const auto& p : r["curve"])
+      if (has_number(p, "params_removed_fraction")) c.points.push_back(p);
+    if (c.points.size() < 2) continue;
+    const std::string suffix = "_removed_fraction";
+    for (const auto& p : c.points)
+      for (const auto& [key, v] : p.items())
+        if (v.is_number() && key != "params_removed_fraction" && key.size() > suffix.size() &&
+            key.compare(key.size() - suffix.size(), suffix.size(), suffix) == 0) {
+          const std::string kind = key.substr(0, key.size() - suffix.size());
+          if (std::find(c.kinds.begin(), c.kinds.end(), kind) == c.kinds.end()) c.kinds.push_back(kind);
+        }
+    std::vector<std::string> candidates = {"calibration_loss"};
+    for (const auto& key : kMetricKeys)
+      if (key != "tokens_per_s") candidates.push_back(key);
+    for (const auto& key : candidates)
+      for (const auto& p : c.points)
+        if (has_number(p, key)) {
+          c.values.push_back(key);
+          break;
+        }
+    out.push_back(c);
+  }
+  return out;
+}
+
+std::string curve_header(const std::string& key) { return key == "calibration_loss" ? "calibration loss" : kHeaders.at(key); }
+
+std::string curve_cell(const std::string& key, const json& point) {
+  if (key == "round") return has_number(point, "round") ? std::to_string(point["round"].get<int64_t>()) : "—";
+  if (!has_number(point, key)) return "—";
+  if (key == "calibration_loss") return fmt("%.4f", point[key].get<double>());
+  if (key.size() > 17 && key.compare(key.size() - 17, 17, "_removed_fraction") == 0) return fmt("%.1f%%", 100 * point[key].get<double>());
+  return cell(key, point);
+}
+
+// Columns of a curve table: round, params removed, each kind's share removed, then the values.
+std::vector<std::pair<std::string, std::string>> curve_columns(const PruneCurve& c) {
+  std::vector<std::pair<std::string, std::string>> cols = {{"round", "round"}, {"params_removed_fraction", "params removed"}};
+  for (const auto& k : c.kinds) cols.push_back({k + "_removed_fraction", k + " removed"});
+  for (const auto& v : c.values) cols.push_back({v, curve_header(v)});
+  return cols;
+}
+
+std::string md_curves(const json& report) {
+  const auto curves = prune_curves(report);
+  if (curves.empty()) return "";
+  std::string out = "\n## Pruning curve\n";
+  for (const auto& c : curves) {
+    const auto cols = curve_columns(c);
+    out += "\n" + c.stage + " (one row per round; params removed: fraction of the dense model's non-embedding parameters)\n\n|";
+    std::string rule = "|";
+    for (const auto& [key, header] : cols) {
+      out += " " + header + " |";
+      rule += "---:|";
+    }
+    out += "\n" + rule + "\n";
+    for (const auto& p : c.points) {
+      out += "|";
+      for (const auto& [key, header] : cols) out += " " + curve_cell(key, p) + " |";
+      out += "\n";
+    }
+  }
+  return out;
+}
+
+std::string html_curves(const json& report) {
+  const auto curves = prune_curves(report);
+  if (curves.empty()) return "";
+  std::string out = "<h2>Pruning curve</h2>\n";
+  for (const auto& c : curves) {
+    const auto cols = curve_columns(c);
+    out += "<table>\n<tr>";
+    for (const auto& [key, header] : cols) out += "<th>" + svg::escape(header) + "</th>";
+    out += "</tr>\n";
+    for (const auto& p : c.points) {
+      out += "<tr>";
+      for (const auto& [key, header] : cols) out += "<td class=\"n\">" + svg::escape(curve_cell(key, p)) + "</td>";
+      out += "</tr>\n";
+    }
+    out += "</table>\n";
+    // Metric vs sparsity: the evaluation metrics in one chart, the losses in another (their scales differ).
+    std::vector<svg::Series> metrics, losses;
+    for (const auto& key : c.values) {
+      svg::Series series{curve_header(key), {}};
+      for (const auto& p : c.points)
+        if (has_number(p, key)) series.points.emplace_back(p["params_removed_fraction"].get<double>(), p[key].get<double>());
+      if (series.points.size() < 2) continue;
+      (key == "calibration_loss" || key == "loss" ? losses : metrics).push_back(series);
+    }
+    const std::string x = "params removed (fraction of dense non-embedding parameters)";
+    if (!metrics.empty()) out += svg::line_chart("[" + c.stage + "] metric vs sparsity", x, "metric", metrics);
+    if (!losses.empty()) out += svg::line_chart("[" + c.stage + "] loss vs sparsity", x, "loss", losses);
+  }
+  return out;
+}
+
 const char* kStyle =
     "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
     "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px}"
@@ -295,6 +410,7 @@ std::string markdown(const json& report) {
       out += "| " + std::to_string(l) + " | " + std::to_string(get_int((*layers)[l], "heads")) + " | " +
              std::to_string(get_int((*layers)[l], "kv_heads")) + " | " + std::to_string(get_int((*layers)[l], "ffn")) + " |\n";
   }
+  out += md_curves(report);
   return out;
 }
 
@@ -309,6 +425,7 @@ std::string html(const json& report, const std::vector<json>& events) {
   for (const auto& n : notes_of(report)) out += "<li>note: " + svg::escape(n) + "</li>\n";
   out += "</ul>\n<h2>Results</h2>\n" + (rows.empty() ? std::string("<p>No stage recorded a metric or a shape.</p>\n") : html_table(rows, false));
   out += metric_chart(rows) + layer_heatmap(rows);
+  out += html_curves(report);
   std::string curves = training_charts(events);
   if (!curves.empty()) out += "<h2>Training</h2>\n" + curves;
   return out + "</body></html>\n";

@@ -91,10 +91,19 @@ recipe::SchemaPtr prune_schema() {
                   "Remove this fraction of the non-embedding parameters, taking units of params_kinds in score order.")
           ->field("params_kinds", Schema::list(Schema::enumeration({"heads", "ffn", "attn_blocks", "mlp_blocks", "layers"}))->min_items(1),
                   "What a params target removes.", "[heads, ffn]");
-  auto iterative = Schema::structure()->required(
-      "step", Schema::number()->min(0, true)->max(1), "Fraction of each kind's units removed per round; scores are re-estimated every round.");
+  auto iterative =
+      Schema::structure()
+          ->required("step", Schema::number()->min(0, true)->max(1),
+                     "Fraction of each kind's units removed per round; scores are re-estimated every round.")
+          ->field("eval",
+                  task_eval_schema()->doc(
+                      "The eval stage's split and limits (split, context, stride, batch_size, max_tokens, max_examples)."),
+                  "Evaluate on the recipe's data: after round 0 (dense) and every round, through the round's masks as "
+                  "gates, with the eval stage's metrics (perplexity; masked-LM accuracy; accuracy and macro-F1): each "
+                  "curve point gets them, and the report draws them against params_removed_fraction. Absent = only "
+                  "calibration_loss.");
   auto schedule = Schema::union_of({Schema::enumeration({"one_shot"}), Schema::structure()->required("iterative", iterative, "Michel et al.'s iterative pruning.")})
-                      ->doc("one_shot, or {iterative: {step: 0.1}}");
+                      ->doc("one_shot, or {iterative: {step: 0.1, eval: {split: test}}}");
   auto search =
       Schema::structure()
           ->field("criterion", Schema::enumeration({"perplexity", "output_change"}),
@@ -127,7 +136,10 @@ recipe::SchemaPtr prune_schema() {
       ->field("gqa", Schema::enumeration({"group", "within"}),
               "Grouped-query attention: group = a key/value group goes with all its query heads; within = every group "
               "loses the same number of query heads.", "group")
-      ->field("schedule", schedule, "one_shot or {iterative: {step}}.", "one_shot")
+      ->field("schedule", schedule,
+              "one_shot or {iterative: {step, eval}}: remove step of each target per round, re-estimating scores; "
+              "eval evaluates every round through the masks (the accuracy/perplexity-vs-sparsity curve).",
+              "one_shot")
       ->field("bias_compensation", Schema::boolean(),
               "FLAP: fold removed channels' mean activations into the output projections' biases (needs estimator "
               "fluctuation or activation).", "false")
@@ -169,7 +181,14 @@ PruneOptions parse_prune_options(const recipe::Value& o) {
   read_per_width(o.find("round_to"), p.allocation.round_to, false);
   read_per_width(o.find("min_per_layer"), p.allocation.min_per_layer, true);
   const recipe::Value& schedule = o.at("schedule");
-  if (schedule.is_map()) p.step = schedule.at("iterative").at("step").as_double();
+  if (schedule.is_map()) {
+    const recipe::Value& iterative = schedule.at("iterative");
+    p.step = iterative.at("step").as_double();
+    if (const recipe::Value* e = iterative.find("eval"); e && e->is_map()) {
+      p.round_eval = true;
+      p.round_eval_options = task_eval_options(*e);
+    }
+  }
   p.bias_compensation = o.get_bool("bias_compensation", false);
   p.from = o.get_string("from", "");
   p.calibration = o.at("calibration");
@@ -177,6 +196,9 @@ PruneOptions parse_prune_options(const recipe::Value& o) {
     read_search(*s, p);
   if (p.search && (!p.targets.per_kind.empty() || p.targets.params >= 0 || p.step > 0 || p.bias_compensation || !p.from.empty()))
     throw UserError("prune.search decides what to remove itself: leave out target, schedule, bias_compensation and from");
+  if (p.round_eval && !p.from.empty())
+    throw UserError("prune.schedule.iterative.eval: from: re-applies a pruning.json in one step, there is no curve to "
+                    "evaluate; leave out schedule (or from)");
   if (p.from.empty() && !p.search && p.targets.per_kind.empty() && p.targets.params < 0)
     throw UserError("prune: target is empty — say what to remove, e.g. target: {heads: 0.5} or search: {remove: 2} (or give `from: pruning.json`)");
   if (p.bias_compensation && p.estimator.name != "fluctuation" && p.estimator.name != "activation")

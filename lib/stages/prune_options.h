@@ -8,6 +8,7 @@
 #include "methods/block_search.h"
 #include "recipe/schema.h"
 #include "recipe/value.h"
+#include "stages/eval_metrics.h"
 
 namespace secateur::stages {
 
@@ -17,6 +18,8 @@ struct PruneOptions {
   methods::Targets targets;
   methods::AllocationOptions allocation;
   double step = 0;                // iterative schedule: fraction of each kind removed per round; 0 = one-shot
+  bool round_eval = false;        // iterative schedule: evaluate through the masks after round 0 and every round
+  TaskEvalOptions round_eval_options;
   bool bias_compensation = false;
   std::string from;               // re-apply the masks of this pruning.json instead of estimating
   bool search = false;            // remove blocks / layers by block search instead of estimator + allocation

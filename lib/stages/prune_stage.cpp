@@ -1,14 +1,17 @@
 // `prune`: scores the model's structures with an importance estimator, allocates what to remove
-// to meet the target (one-shot, or iteratively re-estimating as Michel et al.), optionally folds
+// to meet the target (one-shot, or iteratively re-estimating as Michel et al., optionally evaluating
+// every round through the masks on the eval stage's data and metrics), optionally folds
 // FLAP's bias compensation in, makes the pruning physical through surgery, checks the smaller
 // model computes what the masked one did, and writes pruning.json: the kept indices, scores and
 // order of removal, enough to re-apply the same pruning to another checkpoint (`from:`).
 #include <algorithm>
 #include <cmath>
+#include <optional>
 
 #include "importance/loss.h"
 #include "model/prunable.h"
 #include "stages/calibration.h"
+#include "stages/eval_metrics.h"
 #include "stages/model_access.h"
 #include "stages/prune_options.h"
 #include "stages/stage_kinds.h"
@@ -68,6 +71,24 @@ double masked_loss(model::Model& m, const std::vector<data::Batch>& batches, con
   double sum = 0;
   for (const data::Batch& b : batches) sum += importance::calibration_loss(m, b, &gates).item<double>();
   return sum / static_cast<double>(batches.size());
+}
+
+// The eval stage's metrics of the model through the masks as gates (prune.schedule.iterative.eval),
+// added to a curve point under the eval stage's names: at round 0 (all kept) what an eval stage
+// records for the dense model, at the last round what it records for the pruned one.
+void add_eval_metrics(model::Model& m, const TaskEvalData& data, const surgery::Masks& masks, nlohmann::json& point) {
+  const model::Gates gates = masks.to_gates(m.config(), m.device());
+  const nlohmann::json metrics = task_metrics(m, data, &gates);
+  for (const std::string& key : curve_metric_keys(data.task))
+    if (metrics.contains(key)) point[key] = metrics[key];
+}
+
+// "  accuracy 0.4123" for the log line of a round (empty without a per-round eval).
+std::string eval_text(const nlohmann::json& point) {
+  std::string out;
+  for (const char* key : {"perplexity", "accuracy", "macro_f1"})
+    if (point.contains(key)) out += std::string("  ") + key + " " + strings::format_number(std::round(point[key].get<double>() * 1e4) / 1e4);
+  return out;
 }
 
 nlohmann::json kept_per_layer(const surgery::Masks& masks) {
@@ -140,7 +161,8 @@ class PruneStage : public recipe::Stage {
     eo.run_length = std::max<int64_t>(eo.run_length, 1);
     const std::unique_ptr<importance::Estimator> estimator = importance::make_estimator(eo);
     if (estimator->needs_data() || options_.bias_compensation) batches = prune_calibration(state, options_.calibration);
-    const model::ModelConfig& c = state.model->config();
+    // A copy: bias compensation replaces state.model (and frees the model this config belonged to).
+    const model::ModelConfig c = state.model->config();
     const methods::ScoreRequest request = methods::score_request(c, options_.targets, options_.allocation);
     const bool hidden = options_.targets.per_kind.count(TargetKind::hidden) > 0;
     surgery::Masks masks = surgery::Masks::keep_all(c);
@@ -148,10 +170,24 @@ class PruneStage : public recipe::Stage {
     nlohmann::json history = nlohmann::json::array();
     nlohmann::json compensation = {{"channels", 0}, {"biases", nlohmann::json::array()}, {"added", nlohmann::json::array()}, {"hf_exact", true}};
     nlohmann::json curve = nlohmann::json::array();
+    std::optional<TaskEvalData> eval_data;
+    if (options_.round_eval) {
+      const recipe::Value* data = state.recipe.tree.find("data");
+      if (!data || data->is_null())
+        throw UserError("prune.schedule.iterative.eval needs the recipe's data: section (e.g. include: "
+                        "[configs/data/kjv.yaml]): it evaluates on the same split an eval stage would");
+      eval_data = task_eval_data(state, *state.model, options_.round_eval_options, "prune.schedule.iterative.eval");
+      record["curve_eval"] = eval_data->info;
+    }
     const double dense_loss = masked_loss(*state.model, batches, masks);
-    if (!std::isnan(dense_loss)) {
-      curve.push_back({{"round", 0}, {"calibration_loss", dense_loss}, {"params_removed_fraction", 0.0}});
-      log_point(state, curve.back(), 0);
+    if (!std::isnan(dense_loss) || eval_data) {
+      nlohmann::json point = {{"round", 0}, {"params_removed_fraction", 0.0}};
+      for (const auto& [k, a] : options_.targets.per_kind) point[methods::to_string(k) + "_removed_fraction"] = 0.0;
+      if (!std::isnan(dense_loss)) point["calibration_loss"] = dense_loss;
+      if (eval_data) add_eval_metrics(*state.model, *eval_data, masks, point);
+      curve.push_back(point);
+      log_point(state, point, 0);
+      if (eval_data) log::info(state.stage_label() + "  round 0/" + std::to_string(rounds) + "  dense" + eval_text(point));
     }
     methods::Allocation allocation;
     for (int round = 1; round <= rounds; ++round) {
@@ -172,12 +208,14 @@ class PruneStage : public recipe::Stage {
       for (const auto& [k, r] : allocation.kinds)
         event[methods::to_string(k) + "_removed_fraction"] = r.units > 0 ? static_cast<double>(r.removed) / static_cast<double>(r.units) : 0.0;
       if (!std::isnan(loss)) event["calibration_loss"] = loss;
+      if (eval_data) add_eval_metrics(*state.model, *eval_data, masks, event);
       curve.push_back(event);
       log_point(state, event, round);
       history.push_back({{"round", round}, {"scores", scores.to_json()}, {"allocation", allocation.to_json()}, {"metrics", event}});
       log::info(state.stage_label() + "  round " + std::to_string(round) + "/" + std::to_string(rounds) + "  " +
                 estimator->name() + "  params removed " + strings::format_number(std::round(removed * 1e4) / 1e4) +
-                (std::isnan(loss) ? "" : "  calibration loss " + strings::format_number(std::round(loss * 1e4) / 1e4)));
+                (std::isnan(loss) ? "" : "  calibration loss " + strings::format_number(std::round(loss * 1e4) / 1e4)) +
+                eval_text(event));
     }
     if (!allocation.met) throw UserError("prune: target not met after rounding: " + allocation.unmet);
     nlohmann::json kinds = nlohmann::json::object();

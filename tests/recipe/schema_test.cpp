@@ -148,3 +148,16 @@ TEST(Schema, HelpListsTypesDefaultsAndDocs) {
   EXPECT_NE(help.find("sparsity: a number in [0, 1) (default 0.5)\n    fraction removed\n"), std::string::npos) << help;
   EXPECT_NE(help.find("estimator: a string (required)"), std::string::npos) << help;
 }
+
+// A union's mapping alternative documents its own keys (prune's schedule: one_shot or {iterative: {step, eval}}).
+TEST(Schema, HelpListsTheKeysOfAUnionsMappingAlternative) {
+  auto iterative = Schema::structure()->required("step", Schema::number(), "per round");
+  auto s = Schema::structure()->field(
+      "schedule", Schema::union_of({Schema::enumeration({"one_shot"}), Schema::structure()->required("iterative", iterative, "rounds")}),
+      "how", "one_shot");
+  const std::string help = s->help();
+  EXPECT_NE(help.find("schedule: one of one_shot or a mapping of options (default one_shot)\n    how\n"
+                      "  iterative: a mapping of options (required)\n      rounds\n    step: a number (required)\n        per round\n"),
+            std::string::npos)
+      << help;
+}

@@ -114,3 +114,37 @@ TEST(Report, MergedRunsWithoutADenseRowCompareWithTheMergedDenseRun) {
   EXPECT_NE(md.find("3.00×"), std::string::npos) << md;  // 300 / 100 tokens/s, evaluations only
   EXPECT_LT(md.find("| dense |"), md.find("| pruned |")) << md;  // sorted by sparsity
 }
+
+// An iterative prune with a per-round evaluation (prune.schedule.iterative.eval): report.md gets a
+// "Pruning curve" table, one row per round, and report.html the table and a chart of the metrics
+// against params_removed_fraction; a curve of one point (one-shot) or without
+// params_removed_fraction (block search's steps) gets none.
+TEST(Report, PruningCurveTableAndChartAgainstSparsity) {
+  json run = pruning_run("r", 0.5, 0.85, 185.0);
+  json curve = json::array();
+  for (int k = 0; k <= 2; ++k)
+    curve.push_back({{"round", k}, {"params_removed_fraction", 0.2 * k}, {"heads_removed_fraction", 0.25 * k},
+                     {"calibration_loss", 2.0 + k}, {"accuracy", 0.9 - 0.05 * k}, {"macro_f1", 0.8 - 0.1 * k}, {"loss", 0.3 + 0.1 * k}});
+  run["stages"][1]["results"]["curve"] = curve;
+  const std::string md = report::markdown(run);
+  EXPECT_NE(md.find("## Pruning curve"), std::string::npos) << md;
+  EXPECT_NE(md.find("2. prune (one row per round"), std::string::npos) << md;
+  EXPECT_NE(md.find("| round | params removed | heads removed | calibration loss | accuracy | macro-F1 | loss |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| 0 | 0.0% | 0.0% | 2.0000 | 0.9000 | 0.8000 | 0.300 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| 2 | 40.0% | 50.0% | 4.0000 | 0.8000 | 0.6000 | 0.500 |"), std::string::npos) << md;
+  const std::string page = report::html(run, {});
+  EXPECT_NE(page.find("<h2>Pruning curve</h2>"), std::string::npos);
+  EXPECT_NE(page.find("<th>params removed</th><th>heads removed</th>"), std::string::npos) << page;
+  EXPECT_NE(page.find("[2. prune] metric vs sparsity"), std::string::npos);
+  EXPECT_NE(page.find("[2. prune] loss vs sparsity"), std::string::npos);
+  EXPECT_NE(page.find("params removed (fraction of dense non-embedding parameters)"), std::string::npos);
+  EXPECT_NE(page.find(">0.4</text>"), std::string::npos) << page;  // the x axis ends at the last round's sparsity
+  // Without a curve worth drawing: no section.
+  json one_shot = pruning_run("r", 0.5, 0.85, 185.0);
+  one_shot["stages"][1]["results"]["curve"] = json::array({curve[0]});
+  EXPECT_EQ(report::markdown(one_shot).find("Pruning curve"), std::string::npos);
+  json search = pruning_run("r", 0.5, 0.85, 185.0);
+  search["stages"][1]["results"]["curve"] = json::array({{{"step", 0}, {"score", 3.0}}, {{"step", 1}, {"score", 3.5}}});
+  EXPECT_EQ(report::markdown(search).find("Pruning curve"), std::string::npos);
+  EXPECT_EQ(report::html(search, {}).find("Pruning curve"), std::string::npos);
+}

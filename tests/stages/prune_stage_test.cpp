@@ -60,7 +60,108 @@ TEST(PruneRecipes, SixteenHeadsPrunesHalfTheHeadsIterativelyByGradient) {
   const nlohmann::json pruning = nlohmann::json::parse(fs::read_file(fs::join(out, "pruning.json")));
   EXPECT_EQ(pruning["recipe_hash"], report["recipe_hash"]);
   EXPECT_EQ(pruning["rounds"].size(), 5u);
+  // schedule.iterative.eval: every point of the curve (the dense model, then each round) carries the
+  // eval stage's masked-LM metrics on the same test blocks, measured through that round's masks.
+  const nlohmann::json& curve = prune["curve"];
+  ASSERT_EQ(curve.size(), 6u);  // rounds + 1
+  EXPECT_EQ(prune["curve_eval"]["split"], "test");
+  double removed = -1;
+  for (size_t k = 0; k < curve.size(); ++k) {
+    EXPECT_EQ(curve[k]["round"], k);
+    ASSERT_TRUE(curve[k].contains("accuracy")) << k;
+    ASSERT_TRUE(curve[k].contains("loss")) << k;
+    EXPECT_TRUE(curve[k].contains("calibration_loss")) << k;
+    EXPECT_GE(curve[k]["params_removed_fraction"].get<double>(), removed) << k;  // non-decreasing
+    removed = curve[k]["params_removed_fraction"].get<double>();
+  }
+  EXPECT_EQ(curve[0]["heads_removed_fraction"], 0.0);
+  EXPECT_EQ(curve[0]["params_removed_fraction"], 0.0);
+  EXPECT_DOUBLE_EQ(curve[5]["heads_removed_fraction"].get<double>(), 0.5);
+  EXPECT_GT(curve[5]["params_removed_fraction"].get<double>(), 0.0);
+  // Round 0 is the dense eval stage's measurement exactly (same blocks, all gates one) and the last
+  // round the pruned model's eval stage (surgery keeps the function).
+  ASSERT_EQ(report["stages"][0]["kind"], "eval");
+  ASSERT_EQ(report["stages"][2]["kind"], "eval");
+  const nlohmann::json& dense = report["stages"][0]["results"];
+  const nlohmann::json& pruned = report["stages"][2]["results"];
+  EXPECT_EQ(curve[0]["accuracy"].get<double>(), dense["accuracy"].get<double>());
+  EXPECT_EQ(curve[0]["loss"].get<double>(), dense["loss"].get<double>());
+  EXPECT_NEAR(curve[5]["accuracy"].get<double>(), pruned["accuracy"].get<double>(), 1e-6);
+  EXPECT_NEAR(curve[5]["loss"].get<double>(), pruned["loss"].get<double>(), 1e-6 * pruned["loss"].get<double>());
+  // The per-round events carry the metrics too, and the report draws the curve.
+  EXPECT_NE(metrics.find("\"accuracy\""), std::string::npos);
+  const std::string md = fs::read_file(fs::join(out, "report.md"));
+  EXPECT_NE(md.find("## Pruning curve"), std::string::npos) << md;
+  EXPECT_NE(md.find("| round | params removed | heads removed | calibration loss | accuracy | loss |"), std::string::npos) << md;
+  const std::string html = fs::read_file(fs::join(out, "report.html"));
+  EXPECT_NE(html.find("<h2>Pruning curve</h2>"), std::string::npos);
+  EXPECT_NE(html.find("metric vs sparsity"), std::string::npos);
   fs::remove_all(out);
+}
+
+// schedule.iterative.eval measures the real curve: its round 0 is an eval stage's measurement of the
+// dense model and its last round an eval stage's measurement of the physically pruned model (same
+// split, same limits), for each task's metrics, with and without FLAP's bias compensation.
+TEST(PruneStage, PerRoundEvalMatchesEvalStagesOfTheDenseAndThePrunedModel) {
+  InSourceDir here;
+  struct Case {
+    std::string name, model, data, eval, prune;
+    std::vector<std::string> metrics;
+    int rounds;
+  };
+  const std::vector<Case> cases = {
+      {"causal", "tests/fixtures/models/llama_gqa",
+       "{name: kjv, tokenizer: tests/fixtures/data/kjv_unigram128.model, seq_len: 32, batch_size: 4, cache: false}",
+       "{split: test, max_tokens: 1024, context: 32, stride: 16}",
+       "estimator: {name: activation}\n      target: {heads: 0.5, ffn: 0.5}\n      allocation: global\n",
+       {"perplexity", "loss"}, 2},
+      {"flap", "tests/fixtures/models/llama_gqa",
+       "{name: kjv, tokenizer: tests/fixtures/data/kjv_unigram128.model, seq_len: 32, batch_size: 4, cache: false}",
+       "{split: validation, max_tokens: 768}",
+       "estimator: {name: fluctuation, standardize: true}\n      target: {ffn: 0.3}\n      allocation: adaptive\n"
+       "      bias_compensation: true\n",
+       {"perplexity", "loss"}, 2},
+      {"classifier", "tests/fixtures/models/bert_cls",
+       "{name: kjv_testament, tokenizer: tests/fixtures/data/kjv_wordpiece128, seq_len: 24, batch_size: 8, cache: false}",
+       "{split: test, max_examples: 96}",
+       "estimator: {name: head_gradient, normalize: true}\n      target: {heads: 0.5}\n      allocation: global\n",
+       {"accuracy", "macro_f1", "loss"}, 2},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    const std::string dir = out_dir("curve-recipe-" + c.name), out = out_dir("curve-" + c.name);
+    fs::create_directories(dir);
+    const std::string recipe = fs::join(dir, "r.yaml");
+    fs::write_atomic(recipe, "name: curve\nseed: 3\nmodel: {path: " + c.model + "}\ndata: " + c.data +
+                                 "\nstages:\n  - eval: " + c.eval + "\n  - prune:\n      " + c.prune +
+                                 "      schedule: {iterative: {step: 0.25, eval: " + c.eval + "}}\n"
+                                 "      calibration: {num_sequences: 8, batch_size: 4}\n  - eval: " + c.eval + "\n");
+    const nlohmann::json r = run_recipe(recipe, {}, out);
+    ASSERT_EQ(r["status"], "completed");
+    const nlohmann::json& dense = r["stages"][0]["results"];
+    const nlohmann::json& prune = r["stages"][1]["results"];
+    const nlohmann::json& pruned = r["stages"][2]["results"];
+    ASSERT_EQ(prune["rounds"], c.rounds);
+    const nlohmann::json& curve = prune["curve"];
+    ASSERT_EQ(curve.size(), static_cast<size_t>(c.rounds + 1));
+    EXPECT_EQ(curve[0]["params_removed_fraction"], 0.0);
+    EXPECT_GT(curve.back()["params_removed_fraction"].get<double>(), 0.1);
+    EXPECT_LT(pruned["params"].get<int64_t>(), dense["params"].get<int64_t>());
+    for (const std::string& key : c.metrics) {
+      SCOPED_TRACE(key);
+      for (const auto& point : curve) ASSERT_TRUE(point.contains(key)) << point.dump();
+      const double scale = key == "perplexity" || key == "loss" ? std::fabs(dense[key].get<double>()) : 1.0;
+      EXPECT_NEAR(curve[0][key].get<double>(), dense[key].get<double>(), 1e-6 * scale);
+      EXPECT_NEAR(curve.back()[key].get<double>(), pruned[key].get<double>(), 1e-6 * std::max(1.0, scale));
+    }
+    // Pruning changed the function the curve measures (so the equalities above are not vacuous).
+    EXPECT_NE(curve[0]["loss"].get<double>(), curve.back()["loss"].get<double>());
+    if (c.name == "flap") {
+      EXPECT_GT(prune["bias_compensation"]["channels"].get<int64_t>(), 0);
+    }
+    fs::remove_all(dir);
+    fs::remove_all(out);
+  }
 }
 
 TEST(PruneRecipes, FlapMeetsItsParameterBudgetWithBiasCompensation) {
@@ -281,6 +382,12 @@ TEST(PruneStage, UserMistakesAreReportedBeforeAnyWork) {
   fails_with({"stages.1.prune.calibration.path=missing.txt"}, "missing.txt is not a readable file");
   fails_with({"stages.1.prune.search={remove: 1}"}, "prune.search decides what to remove itself");
   fails_with({"stages.1.prune.search={remove: 2, unit: layers}", "stages.1.prune.target=null"}, "a model keeps at least one layer");
+  // The per-round evaluation reads the recipe's data: section and takes the eval stage's keys.
+  fails_with({"stages.1.prune.schedule={iterative: {step: 0.5, eval: {split: test}}}"},
+             "prune.schedule.iterative.eval needs the recipe's data: section");
+  fails_with({"stages.1.prune.schedule={iterative: {step: 0.5, eval: {max_example: 4}}}"}, "unknown key 'max_example'");
+  fails_with({"stages.1.prune.schedule={iterative: {step: 0.5, eval: {}}}", "stages.1.prune.from=pruning.json"},
+             "prune.schedule.iterative.eval: from: re-applies");
 }
 
 TEST(Calibration, DataSourceDrawsFromTheRecipesDataSection) {
