@@ -1,8 +1,10 @@
 #include "eval/loss.h"
 
 #include <algorithm>
+#include <utility>
 #include <vector>
 
+#include "kernels/fused.h"
 #include "util/error.h"
 
 namespace secateur::eval {
@@ -22,8 +24,15 @@ LossSum token_cross_entropy_with_grad(const torch::Tensor& logits, const torch::
 
 // Without gradients, evaluation needs neither an fp32 copy of all logits (16384 × 32000 bf16
 // logits make a 2 GB one) nor their whole log-softmax.
+// On CUDA with lib/kernels compiled, one kernel reads each row of the logits in place (the causal
+// shift included) and reduces it in float: no fp32 copy and no log-softmax tensor at all.
 LossSum token_cross_entropy(const torch::Tensor& logits, const torch::Tensor& targets) {
   if (torch::GradMode::is_enabled() && logits.requires_grad()) return token_cross_entropy_with_grad(logits, targets);
+  if (kernels::supports(logits.scalar_type()) && targets.scalar_type() == torch::kLong &&
+      kernels::launches({logits, targets})) {
+    kernels::CrossEntropySum s = kernels::token_cross_entropy(logits, targets, kIgnore);
+    return {std::move(s.sum), std::move(s.count)};
+  }
   return token_cross_entropy_chunked(logits, targets);
 }
 

@@ -3,6 +3,8 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/fused.h"
+
 namespace secateur::model {
 
 namespace {
@@ -56,6 +58,11 @@ RopeTables rope_tables(const torch::Tensor& inv_freq, int64_t seq_len, torch::Sc
 }
 
 torch::Tensor apply_rope(const torch::Tensor& x, const RopeTables& tables) {
+  // Heads [B, H, T, d] seen as the [B, T, H, d] they were split from: kernels::rope runs one CUDA
+  // pass over them where its kernel runs (no gradient needed), and elsewhere the same two ATen
+  // passes as below. Tables of another dtype than x (autocast) keep ATen's type promotion here.
+  if (x.dim() == 4 && tables.cos.scalar_type() == x.scalar_type())
+    return kernels::rope(x.transpose(1, 2), tables.cos, tables.sin_signed).transpose(1, 2);
   // x·cos is a fresh tensor that autograd does not save (mul saves its inputs), so adding the
   // rotated part in place is safe with gradients.
   torch::Tensor out = x * tables.cos;

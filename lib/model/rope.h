@@ -23,7 +23,8 @@ struct RopeTables {
 RopeTables rope_tables(const torch::Tensor& inv_freq, int64_t seq_len, torch::ScalarType dtype);
 
 // x·cos + rotate_half(x)·sin for x [B, H, T, d], computed as x·cos + swap_halves(x)·sin_signed
-// in three elementwise passes (swap, multiply, multiply-add) instead of five.
+// in three elementwise passes (swap, multiply, multiply-add) instead of five; in one CUDA kernel
+// (kernels::rope, float math, one rounding) on CUDA without gradients where lib/kernels is compiled.
 torch::Tensor apply_rope(const torch::Tensor& x, const RopeTables& tables);
 
 }  // namespace secateur::model
