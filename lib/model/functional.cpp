@@ -170,17 +170,6 @@ torch::Tensor residual(const torch::Tensor& x, const torch::Tensor& branch, cons
   return x + scale(branch, gate.defined() ? gate.reshape({}) : gate);
 }
 
-torch::Tensor linear_residual(const torch::Tensor& residual, const torch::Tensor& h, const torch::Tensor& w,
-                              const torch::Tensor& b) {
-  const bool grad = torch::GradMode::is_enabled() && (residual.requires_grad() || h.requires_grad() || w.requires_grad());
-  const bool fuse = residual.is_cuda() && !b.defined() && !grad && residual.scalar_type() == h.scalar_type() &&
-                    h.scalar_type() == w.scalar_type() && residual.is_contiguous() && h.dim() >= 2;
-  if (!fuse) return residual + linear(h, w, b);
-  tap_projection(w, 1, h);
-  const torch::Tensor out = at::addmm(residual.reshape({-1, residual.size(-1)}), h.reshape({-1, h.size(-1)}), w.t());
-  return out.view(residual.sizes());
-}
-
 torch::Tensor interpolate(const torch::Tensor& x, const torch::Tensor& f, const torch::Tensor& gate) {
   if (!gate.defined()) return f;
   const torch::Tensor g = gate.reshape({}).to(x.scalar_type());

@@ -96,12 +96,6 @@ torch::Tensor pre_norm_layer(int64_t l, torch::Tensor x, const LayerShape& shape
   return x;
 }
 
-// residual + linear(h, w, b). On a GPU, in inference, with no bias and one dtype, one GEMM whose
-// epilogue adds the residual (cuBLAS beta = 1): the residual add is then no separate pass over the
-// hidden states (two per layer, ~4% of a 1.1B LLaMA's evaluation step). Elsewhere exactly the sum.
-torch::Tensor linear_residual(const torch::Tensor& residual, const torch::Tensor& h, const torch::Tensor& w,
-                              const torch::Tensor& b);
-
 // Post-LN interpolation g·f + (1 − g)·x, i.e. x + g·(f − x), exact at g = 0 and g = 1.
 torch::Tensor interpolate(const torch::Tensor& x, const torch::Tensor& f, const torch::Tensor& gate);
 

@@ -72,7 +72,7 @@ LlamaModel::Layer LlamaModel::make_layer(int64_t l) {
   return layer;
 }
 
-torch::Tensor LlamaModel::attention_branch(int64_t l, const torch::Tensor& x, const Pass& pass, bool add_residual) const {
+torch::Tensor LlamaModel::attention_branch(int64_t l, const torch::Tensor& x, const Pass& pass) const {
   const ModelConfig& c = config_;
   const LayerShape& s = c.layers[l];
   const Attention& a = layers_[l].attn;
@@ -87,12 +87,11 @@ torch::Tensor LlamaModel::attention_branch(int64_t l, const torch::Tensor& x, co
   const AttentionMask& mask = c.sliding_layers[l] ? pass.sliding_mask : pass.mask;
   const double dropout = is_training() ? c.attention_dropout : 0.0;
   const torch::Tensor context = attention(q, k, v, mask, head_gate(pass.gates, l, s), dropout, pass.exact);
-  if (add_residual) return fn::linear_residual(x, context, a.o_w, a.o_b);
   return fn::apply_hidden(fn::linear(context, a.o_w, a.o_b, pass.weights, p, "self_attn.o_proj.weight"), pass.hidden);
 }
 
 // down(act(gate(h)) · up(h)), each neuron's activation scaled by its gate.
-torch::Tensor LlamaModel::mlp_branch(int64_t l, const torch::Tensor& x, const Pass& pass, bool add_residual) const {
+torch::Tensor LlamaModel::mlp_branch(int64_t l, const torch::Tensor& x, const Pass& pass) const {
   const ModelConfig& c = config_;
   const Mlp& m = layers_[l].mlp;
   const std::string& p = layers_[l].prefix;
@@ -105,25 +104,10 @@ torch::Tensor LlamaModel::mlp_branch(int64_t l, const torch::Tensor& x, const Pa
   const torch::Tensor neurons = swiglu ? kernels::silu_mul(gate_up[0], gate_up[1])
                                        : fn::activation(gate_up[0], c.activation) * gate_up[1];
   const torch::Tensor gated = pass.gates ? fn::scale(neurons, Gates::at(pass.gates->ffn, l)) : neurons;
-  if (add_residual) return fn::linear_residual(x, gated, m.down_w, m.down_b);
   return fn::apply_hidden(fn::linear(gated, m.down_w, m.down_b, pass.weights, p, "mlp.down_proj.weight"), pass.hidden);
 }
 
 torch::Tensor LlamaModel::layer_forward(int64_t l, torch::Tensor x, const Pass& pass) const {
-  if (pass.gates == nullptr && pass.weights == nullptr) {
-    // Nothing between the output projections and the residual adds (no gates, no transform):
-    // each branch adds its output to x itself (fn::linear_residual), as pre_norm_layer would.
-    const LayerShape& s = config_.layers[l];
-    if (s.has_attention) {
-      x = attention_branch(l, x, pass, /*add_residual=*/true);
-      fn::tap_block(l, true, x);
-    }
-    if (s.has_mlp) {
-      x = mlp_branch(l, x, pass, /*add_residual=*/true);
-      fn::tap_block(l, false, x);
-    }
-    return x;
-  }
   return fn::pre_norm_layer(
       l, std::move(x), config_.layers[l], pass.gates, [&](const torch::Tensor& h) { return attention_branch(l, h, pass); },
       [&](const torch::Tensor& h) { return mlp_branch(l, h, pass); });

@@ -41,8 +41,8 @@ class LlamaModel : public Model {
   };
 
   Layer make_layer(int64_t l);
-  torch::Tensor attention_branch(int64_t l, const torch::Tensor& x, const Pass& pass, bool add_residual = false) const;
-  torch::Tensor mlp_branch(int64_t l, const torch::Tensor& x, const Pass& pass, bool add_residual = false) const;
+  torch::Tensor attention_branch(int64_t l, const torch::Tensor& x, const Pass& pass) const;
+  torch::Tensor mlp_branch(int64_t l, const torch::Tensor& x, const Pass& pass) const;
   torch::Tensor layer_forward(int64_t l, torch::Tensor x, const Pass& pass) const;
   torch::Tensor head(const torch::Tensor& last, const torch::Tensor& input_ids, const torch::Tensor& attention_mask) const;
 
