@@ -69,7 +69,7 @@ void check_silu_mul_packed(torch::Device device, torch::ScalarType dtype, int64_
   ASSERT_FALSE(x.gate.is_contiguous());
   const torch::Tensor out = silu_mul(x.gate, x.up);
   EXPECT_EQ(out.scalar_type(), dtype);
-  EXPECT_EQ(out.device(), device);
+  EXPECT_EQ(out.device().type(), device.type());
   expect_close(out, silu_mul_reference(x.gate, x.up), rtol_of(dtype), atol_of(dtype));
 }
 
