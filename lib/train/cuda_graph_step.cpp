@@ -23,6 +23,16 @@ namespace secateur::train {
 
 bool CudaGraphStep::compiled() { return SECATEUR_CUDA_GRAPHS != 0; }
 
+std::string CudaGraphStep::obstacle(const StepTraits& s) {
+  if (!s.device.is_cuda()) return "the model is not on a GPU";
+  if (!compiled()) return "this build has no CUDA graphs (LibTorch >= 2.4 built with CUDA)";
+  if (s.extensions) return "learned masks and distillation change the step from the host";
+  if (s.world_size > 1) return "data parallelism synchronises gradients between processes";
+  if (!s.adamw) return "only AdamW has a capturable fused kernel";
+  if (s.maximize) return "a parameter group is maximised";
+  return "";
+}
+
 #if SECATEUR_CUDA_GRAPHS
 
 namespace {
@@ -116,7 +126,6 @@ struct CudaGraphStep::Impl {
 
   // After the first backward: every parameter with a gradient, its AdamW state, per group.
   void collect_groups() {
-    auto& state = optimizer.state();
     auto& pgs = optimizer.param_groups();
     for (size_t gi = 0; gi < pgs.size(); ++gi) {
       const auto& o = static_cast<const torch::optim::AdamWOptions&>(pgs[gi].options());
@@ -130,15 +139,7 @@ struct CudaGraphStep::Impl {
       int64_t host_step = -1;
       for (auto& p : pgs[gi].params()) {
         if (!p.grad().defined()) continue;
-        auto& slot = state[p.unsafeGetTensorImpl()];
-        if (!slot) {
-          auto s = std::make_unique<torch::optim::AdamWParamState>();
-          s->step(0);
-          s->exp_avg(torch::zeros_like(p, torch::MemoryFormat::Preserve));
-          s->exp_avg_sq(torch::zeros_like(p, torch::MemoryFormat::Preserve));
-          slot = std::move(s);
-        }
-        auto& s = static_cast<torch::optim::AdamWParamState&>(*slot);
+        auto& s = adamw_state(optimizer, p);
         if (host_step >= 0 && s.step() != host_step)
           throw std::runtime_error("parameters of one group are at different optimiser steps");
         host_step = s.step();
@@ -176,10 +177,9 @@ struct CudaGraphStep::Impl {
       g.lr.fill_(static_cast<const torch::optim::AdamWOptions&>(pgs[g.index].options()).lr());
   }
   void count_step() {
-    auto& state = optimizer.state();
     for (Group& g : groups)
       for (auto& p : g.params) {
-        auto& s = static_cast<torch::optim::AdamWParamState&>(*state[p.unsafeGetTensorImpl()]);
+        auto& s = adamw_state(optimizer, p);
         s.step(s.step() + 1);
       }
   }

@@ -45,6 +45,17 @@ class CudaGraphStep {
   // Whether this build can capture: LibTorch ≥ 2.4 built with CUDA.
   static bool compiled();
 
+  // What decides whether a trainer's step can be captured at all.
+  struct StepTraits {
+    torch::Device device;
+    bool extensions;     // learned masks / distillation change the step from the host
+    int64_t world_size;  // other ranks synchronise gradients
+    bool adamw;          // only AdamW has a capturable fused kernel
+    bool maximize;       // a group does gradient ascent
+  };
+  // Why such a step cannot be replayed as CUDA graphs; "" when it can.
+  static std::string obstacle(const StepTraits& step);
+
   // `optimizer` must be train::FusedAdamW over the parameters MicroStep trains (no amsgrad).
   CudaGraphStep(torch::optim::Optimizer& optimizer, double max_grad_norm, int64_t accumulation, MicroStep micro,
                 torch::Device device);

@@ -26,6 +26,20 @@ torch::Tensor FusedAdamW::step(LossClosure closure) {
   return loss;
 }
 
+#if TORCH_VERSION_MAJOR >= 2
+torch::optim::AdamWParamState& adamw_state(torch::optim::Optimizer& optimizer, const torch::Tensor& p) {
+  auto& slot = optimizer.state()[p.unsafeGetTensorImpl()];
+  if (!slot) {
+    auto s = std::make_unique<torch::optim::AdamWParamState>();
+    s->step(0);
+    s->exp_avg(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+    s->exp_avg_sq(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+    slot = std::move(s);
+  }
+  return static_cast<torch::optim::AdamWParamState&>(*slot);
+}
+#endif
+
 #if SECATEUR_HAS_FUSED_ADAMW
 
 namespace {
@@ -66,15 +80,7 @@ bool FusedAdamW::fused_step() {
                                  std::vector<torch::Tensor>>> by_step;
     for (auto& p : group.params()) {
       if (!p.grad().defined()) continue;
-      auto& slot = state()[p.unsafeGetTensorImpl()];
-      if (!slot) {
-        auto s = std::make_unique<torch::optim::AdamWParamState>();
-        s->step(0);
-        s->exp_avg(torch::zeros_like(p, torch::MemoryFormat::Preserve));
-        s->exp_avg_sq(torch::zeros_like(p, torch::MemoryFormat::Preserve));
-        slot = std::move(s);
-      }
-      auto& s = static_cast<torch::optim::AdamWParamState&>(*slot);
+      auto& s = adamw_state(*this, p);
       s.step(s.step() + 1);
       auto& lists = by_step[s.step()];
       std::get<0>(lists).push_back(p);

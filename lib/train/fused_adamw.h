@@ -9,6 +9,7 @@
 // and resume are unchanged. On the CPU, on older LibTorch, or for tensors the kernel cannot take
 // (mixed devices or dtypes, non-dense gradients) it is torch::optim::AdamW's own step.
 #include <torch/torch.h>
+#include <torch/version.h>
 
 #include <vector>
 
@@ -30,6 +31,12 @@ class FusedAdamW : public torch::optim::AdamW {
   bool fused_step();
   bool last_step_fused_ = false;
 };
+
+#if TORCH_VERSION_MAJOR >= 2
+// The AdamW state of `p` in `optimizer` (keyed by TensorImpl), created as torch::optim::AdamW
+// creates it (step 0, zero moments) when absent.
+torch::optim::AdamWParamState& adamw_state(torch::optim::Optimizer& optimizer, const torch::Tensor& p);
+#endif
 
 // torch.nn.utils.clip_grad_norm_: the global L2 norm of `grads` (as a 0-d float tensor, no host
 // sync) and, when max_norm > 0, every gradient scaled in place by min(1, max_norm / (norm + 1e-6)).

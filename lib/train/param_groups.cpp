@@ -2,6 +2,7 @@
 
 #include <regex>
 
+#include "train/fused_adamw.h"
 #include "util/error.h"
 
 namespace secateur::train {
@@ -77,6 +78,28 @@ TrainableParameters make_param_groups(model::Model& model, const TrainOptions& o
   if (out.all_params.empty())
     throw UserError(options.label + ": nothing to train (every model parameter is frozen and no extension has parameters)");
   return out;
+}
+
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector<OptimizerGroup>& groups,
+                                                        const OptimizerOptions& oo) {
+  std::vector<torch::optim::OptimizerParamGroup> pgs;
+  for (const auto& g : groups) {
+    if (oo.kind == OptimizerKind::adamw) {
+      // AdamW: decoupled decay p ← p·(1 − lr·wd), then Adam's update (Loshchilov & Hutter);
+      // FusedAdamW runs it as one multi-tensor kernel per group on a GPU (train/fused_adamw.h).
+      auto opts = std::make_unique<torch::optim::AdamWOptions>(g.lr);
+      opts->betas(std::make_tuple(oo.beta1, oo.beta2)).eps(oo.eps).weight_decay(g.weight_decay);
+      pgs.emplace_back(g.params, std::move(opts));
+    } else {
+      // torch::optim::SGD: weight decay is L2 (added to the gradient), as torch.optim.SGD.
+      auto opts = std::make_unique<torch::optim::SGDOptions>(g.lr);
+      opts->momentum(oo.momentum).nesterov(oo.nesterov).weight_decay(g.weight_decay);
+      pgs.emplace_back(g.params, std::move(opts));
+    }
+  }
+  if (oo.kind == OptimizerKind::adamw)
+    return std::make_unique<FusedAdamW>(std::move(pgs), torch::optim::AdamWOptions(oo.lr));
+  return std::make_unique<torch::optim::SGD>(std::move(pgs), torch::optim::SGDOptions(oo.lr));
 }
 
 }  // namespace secateur::train

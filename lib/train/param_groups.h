@@ -35,4 +35,9 @@ struct TrainableParameters {
 TrainableParameters make_param_groups(model::Model& model, const TrainOptions& options,
                                       const std::vector<std::shared_ptr<Extension>>& extensions);
 
+// The optimiser over `groups`, one torch param group each with its lr and weight decay: AdamW
+// (train::FusedAdamW) or SGD with momentum.
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector<OptimizerGroup>& groups,
+                                                        const OptimizerOptions& options);
+
 }  // namespace secateur::train

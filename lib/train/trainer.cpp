@@ -72,45 +72,14 @@ struct Trainer::Impl {
     trainable = std::move(t.model_trainable);
   }
 
-  void setup_optimizer() {
-    const auto& oo = options.optimizer;
-    std::vector<torch::optim::OptimizerParamGroup> pgs;
-    for (const auto& g : groups) {
-      if (oo.kind == OptimizerKind::adamw) {
-        // AdamW: decoupled decay p ← p·(1 − lr·wd), then Adam's update (Loshchilov & Hutter);
-        // FusedAdamW runs it as one multi-tensor kernel per group on a GPU (train/fused_adamw.h).
-        auto opts = std::make_unique<torch::optim::AdamWOptions>(g.lr);
-        opts->betas(std::make_tuple(oo.beta1, oo.beta2)).eps(oo.eps).weight_decay(g.weight_decay);
-        pgs.emplace_back(g.params, std::move(opts));
-      } else {
-        // torch::optim::SGD: weight decay is L2 (added to the gradient), as torch.optim.SGD.
-        auto opts = std::make_unique<torch::optim::SGDOptions>(g.lr);
-        opts->momentum(oo.momentum).nesterov(oo.nesterov).weight_decay(g.weight_decay);
-        pgs.emplace_back(g.params, std::move(opts));
-      }
-    }
-    if (oo.kind == OptimizerKind::adamw)
-      optimizer = std::make_unique<FusedAdamW>(std::move(pgs), torch::optim::AdamWOptions(oo.lr));
-    else
-      optimizer = std::make_unique<torch::optim::SGD>(std::move(pgs), torch::optim::SGDOptions(oo.lr));
-  }
-
-  // Why this run's step cannot be replayed as CUDA graphs ("" when it can): the graph holds one
-  // plain step — extensions change the step from the host, other ranks synchronise gradients.
-  std::string cuda_graph_obstacle() const {
-    if (!model.device().is_cuda()) return "the model is not on a GPU";
-    if (!CudaGraphStep::compiled()) return "this build has no CUDA graphs (LibTorch >= 2.4 built with CUDA)";
-    if (!extensions.empty()) return "learned masks and distillation change the step from the host";
-    if (sync->world_size() > 1) return "data parallelism synchronises gradients between processes";
-    if (options.optimizer.kind != OptimizerKind::adamw) return "only AdamW has a capturable fused kernel";
-    for (const auto& g : groups)
-      if (g.maximize) return "a parameter group is maximised";
-    return "";
-  }
+  void setup_optimizer() { optimizer = make_optimizer(groups, options.optimizer); }
 
   void setup_cuda_graph() {
     if (options.cuda_graph == CudaGraphMode::off) return;
-    const std::string obstacle = cuda_graph_obstacle();
+    bool maximize = false;
+    for (const auto& g : groups) maximize = maximize || g.maximize;
+    const std::string obstacle = CudaGraphStep::obstacle({model.device(), !extensions.empty(), sync->world_size(),
+                                                          options.optimizer.kind == OptimizerKind::adamw, maximize});
     if (!obstacle.empty()) {
       if (options.cuda_graph == CudaGraphMode::on) throw UserError(options.label + ": cuda_graph is true, but " + obstacle);
       return;
@@ -125,13 +94,8 @@ struct Trainer::Impl {
   void graph_micro_step(const data::Batch& b, StepSums& sums) {
     model::ForwardOptions fo;
     fo.token_type_ids = b.token_type_ids;
-    torch::Tensor loss, task;
-    {
-      AutocastScope scope(options.bf16);
-      auto out = model.forward(b.input_ids, b.attention_mask, nullptr, fo);
-      task = eval::task_loss(task_of(model), out.logits.to(torch::kFloat), b);
-      loss = task * options.task_loss_weight;
-    }
+    StepMetrics unused;
+    const auto [task, loss] = forward_losses(b, model::Gates(), fo, StepInfo{step, total, 0, true, false}, unused);
     (loss / static_cast<double>(options.grad_accumulation)).backward();
     sums.loss.add_(task.detach().to(torch::kDouble));
     sums.tokens.add_(b.attention_mask.defined() ? b.attention_mask.sum() : torch::full({}, b.input_ids.numel(), sums.tokens.options()));
@@ -198,10 +162,26 @@ struct Trainer::Impl {
     return options.log_every > 0 && ((step + 1) % options.log_every == 0 || step + 1 == total);
   }
 
+  // A micro-batch's forward pass (bf16 autocast on a GPU when asked) and its losses: the task
+  // loss, and what is back-propagated (task · task_loss_weight + every extension's term).
+  std::pair<torch::Tensor, torch::Tensor> forward_losses(const data::Batch& b, const model::Gates& gates,
+                                                         const model::ForwardOptions& fo, const StepInfo& info,
+                                                         StepMetrics& metrics) {
+    AutocastScope scope(options.bf16 && model.device().is_cuda());
+    auto out = model.forward(b.input_ids, b.attention_mask, gates_empty(gates) ? nullptr : &gates, fo);
+    out.logits = out.logits.to(torch::kFloat);
+    const torch::Tensor task = eval::task_loss(task_of(model), out.logits, b);
+    torch::Tensor loss = task * options.task_loss_weight;
+    for (const auto& e : extensions) {
+      auto extra = e->loss(info, b, out, metrics);
+      if (extra.defined()) loss = loss + extra.to(torch::kFloat);
+    }
+    return {task, loss};
+  }
+
   // Returns the summed (unscaled) task loss of the step's micro-batches, detached.
   torch::Tensor accumulate_gradients(StepMetrics& metrics) {
     const auto device = model.device();
-    const bool autocast = options.bf16 && device.is_cuda();
     torch::Tensor step_loss = torch::zeros({}, torch::TensorOptions().dtype(torch::kDouble).device(device));
     torch::Tensor step_tokens = torch::zeros({}, torch::TensorOptions().dtype(torch::kLong).device(device));
     if (!device.is_cuda()) {
@@ -217,18 +197,7 @@ struct Trainer::Impl {
       model::ForwardOptions fo;
       fo.token_type_ids = b.token_type_ids;
       prepare(info, gates, fo);
-      torch::Tensor loss, task;
-      {
-        AutocastScope scope(autocast);
-        auto out = model.forward(b.input_ids, b.attention_mask, gates_empty(gates) ? nullptr : &gates, fo);
-        out.logits = out.logits.to(torch::kFloat);
-        task = eval::task_loss(task_of(model), out.logits, b);
-        loss = task * options.task_loss_weight;
-        for (const auto& e : extensions) {
-          auto extra = e->loss(info, b, out, metrics);
-          if (extra.defined()) loss = loss + extra.to(torch::kFloat);
-        }
-      }
+      const auto [task, loss] = forward_losses(b, gates, fo, info, metrics);
       (loss / static_cast<double>(options.grad_accumulation)).backward();
       const auto t = task.detach().to(torch::kDouble);
       step_loss += t;
@@ -345,16 +314,8 @@ struct Trainer::Impl {
 
   // ---- checkpoints ------------------------------------------------------------------------
 
-  static json metrics_json(const StepMetrics& m) {
-    json j = json::object();
-    for (const auto& [k, v] : m) j[k] = v;
-    return j;
-  }
-  static StepMetrics metrics_from(const json& j) {
-    StepMetrics m;
-    for (auto it = j.begin(); it != j.end(); ++it) m[it.key()] = it.value().get<double>();
-    return m;
-  }
+  static json metrics_json(const StepMetrics& m) { return m.empty() ? json::object() : json(m); }
+  static StepMetrics metrics_from(const json& j) { return j.get<StepMetrics>(); }
 
   std::string save_checkpoint(bool final, const io::TensorMap* rng = nullptr) {
     // Under data parallelism every rank holds the same state; rank 0 alone writes it (the
