@@ -80,25 +80,33 @@ TaskEvalData task_eval_data(run::RunState& state, model::Model& m, const TaskEva
 
 namespace {
 
-json masked_lm(model::Model& m, const std::vector<data::Batch>& all, const model::Gates* gates) {
-  const auto device = m.device();
+// The model's logits on this rank's share of `all`, batch by batch, with a progress line:
+// visit(batch on the model's device, logits).
+template <class Visit>
+void for_each_logits(model::Model& m, const std::vector<data::Batch>& all, const model::Gates* gates, const char* label,
+                     Visit&& visit) {
   const std::vector<data::Batch> batches = dist::owned(all);
-  double loss = 0;
-  int64_t tokens = 0, correct = 0;
-  Progress progress("eval masked LM", static_cast<int64_t>(batches.size()), "batch");
+  Progress progress(label, static_cast<int64_t>(batches.size()), "batch");
   for (size_t k = 0; k < batches.size(); ++k) {
-    const data::Batch b = batches[k].to(device);
+    const data::Batch b = batches[k].to(m.device());
     model::ForwardOptions f;
     f.token_type_ids = b.token_type_ids;
-    const auto logits = m.forward(b.input_ids, b.attention_mask, gates, f).logits;
+    visit(b, m.forward(b.input_ids, b.attention_mask, gates, f).logits);
+    progress.update(static_cast<int64_t>(k + 1));
+  }
+  progress.finish();
+}
+
+json masked_lm(model::Model& m, const std::vector<data::Batch>& all, const model::Gates* gates) {
+  double loss = 0;
+  int64_t tokens = 0, correct = 0;
+  for_each_logits(m, all, gates, "eval masked LM", [&](const data::Batch& b, const torch::Tensor& logits) {
     const auto s = eval::task_loss_sum(model::Task::masked_lm, logits, b);
     loss += s.sum.item<double>();
     tokens += s.count.item<int64_t>();
     const auto scored = b.labels != -100;
     correct += (logits.argmax(-1).eq(b.labels) & scored).sum().item<int64_t>();
-    progress.update(static_cast<int64_t>(k + 1));
-  }
-  progress.finish();
+  });
   std::vector<double> sums{loss, static_cast<double>(tokens), static_cast<double>(correct)};
   dist::sum_over_ranks(sums);
   loss = sums[0];
@@ -110,24 +118,15 @@ json masked_lm(model::Model& m, const std::vector<data::Batch>& all, const model
 }
 
 json classify(model::Model& m, const std::vector<data::Batch>& all, const model::Gates* gates) {
-  const auto device = m.device();
-  const std::vector<data::Batch> batches = dist::owned(all);
   eval::ClassificationMetrics metrics(m.config().num_labels);
   double loss = 0;
   int64_t count = 0;
-  Progress progress("eval classification", static_cast<int64_t>(batches.size()), "batch");
-  for (size_t k = 0; k < batches.size(); ++k) {
-    const data::Batch b = batches[k].to(device);
-    model::ForwardOptions f;
-    f.token_type_ids = b.token_type_ids;
-    const auto logits = m.forward(b.input_ids, b.attention_mask, gates, f).logits;
+  for_each_logits(m, all, gates, "eval classification", [&](const data::Batch& b, const torch::Tensor& logits) {
     const auto s = eval::task_loss_sum(model::Task::sequence_classification, logits, b);
     loss += s.sum.item<double>();
     count += s.count.item<int64_t>();
     metrics.add(logits.to(torch::kFloat).cpu(), b.labels.cpu());
-    progress.update(static_cast<int64_t>(k + 1));
-  }
-  progress.finish();
+  });
   metrics.sum_over_ranks();
   std::vector<double> sums{loss, static_cast<double>(count)};
   dist::sum_over_ranks(sums);
