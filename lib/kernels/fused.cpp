@@ -44,6 +44,14 @@ CrossEntropySum cross_entropy_aten(const torch::Tensor& logits, const torch::Ten
   return {sum, (targets != ignore_index).sum()};
 }
 
+AddRmsNorm add_rms_norm_aten(const torch::Tensor& x, const torch::Tensor& branch, const torch::Tensor& weight,
+                             double eps) {
+  torch::Tensor sum = x + branch;
+  const torch::Tensor s = sum.to(torch::kFloat);
+  const torch::Tensor rstd = torch::rsqrt(s.pow(2).mean(-1, /*keepdim=*/true) + eps);
+  return {sum, (s * rstd * weight.to(torch::kFloat)).to(x.scalar_type())};
+}
+
 #ifdef SECATEUR_CUDA_KERNELS
 
 std::optional<cuda::DType> kernel_dtype(torch::ScalarType t) {
@@ -150,6 +158,22 @@ CrossEntropySum cross_entropy_kernel(const torch::Tensor& logits_in, const torch
   return {losses.sum(torch::kDouble).to(torch::kFloat), (targets_in != ignore_index).sum()};
 }
 
+AddRmsNorm add_rms_norm_kernel(const torch::Tensor& x_in, const torch::Tensor& branch_in, const torch::Tensor& weight_in,
+                               double eps, cuda::DType dtype) {
+  const torch::Tensor x = x_in.contiguous();
+  const torch::Tensor branch = branch_in.contiguous();
+  const torch::Tensor weight = weight_in.contiguous();
+  AddRmsNorm out{torch::empty(x.sizes(), x.options()), torch::empty(x.sizes(), x.options())};
+  const int64_t cols = x.size(-1);
+  if (x.numel() == 0) return out;
+  const c10::cuda::CUDAGuard guard(x.device());
+  check_launch(cuda::add_rms_norm(dtype, x.data_ptr(), branch.data_ptr(), weight.data_ptr(), out.sum.data_ptr(),
+                                  out.normed.data_ptr(), x.numel() / cols, cols, static_cast<float>(eps),
+                                  current_stream(x)),
+               "add_rms_norm");
+  return out;
+}
+
 #endif  // SECATEUR_CUDA_KERNELS
 
 }  // namespace
@@ -233,6 +257,25 @@ CrossEntropySum token_cross_entropy(const torch::Tensor& logits, const torch::Te
     return cross_entropy_kernel(logits, targets, ignore_index, *dtype);
 #endif
   return cross_entropy_aten(logits, targets, ignore_index);
+}
+
+AddRmsNorm add_rms_norm(const torch::Tensor& x, const torch::Tensor& branch, const torch::Tensor& weight, double eps) {
+  TORCH_CHECK(x.defined() && branch.defined() && weight.defined(), "kernels::add_rms_norm: undefined input");
+  TORCH_CHECK(x.dim() >= 1 && x.size(-1) > 0, "kernels::add_rms_norm: x must be [..., H] with H > 0, got ", x.sizes());
+  TORCH_CHECK(branch.sizes() == x.sizes(), "kernels::add_rms_norm: x ", x.sizes(), " and branch ", branch.sizes(),
+              " differ in shape");
+  TORCH_CHECK(weight.dim() == 1 && weight.size(0) == x.size(-1), "kernels::add_rms_norm: weight must be [",
+              x.size(-1), "], got ", weight.sizes());
+  TORCH_CHECK(branch.scalar_type() == x.scalar_type() && weight.scalar_type() == x.scalar_type(),
+              "kernels::add_rms_norm: x (", x.scalar_type(), "), branch (", branch.scalar_type(), ") and weight (",
+              weight.scalar_type(), ") differ in dtype");
+  TORCH_CHECK(branch.device() == x.device() && weight.device() == x.device(), "kernels::add_rms_norm: x on ",
+              x.device(), ", branch on ", branch.device(), ", weight on ", weight.device());
+#ifdef SECATEUR_CUDA_KERNELS
+  if (const auto dtype = kernel_dtype(x.scalar_type()); dtype && launches({x, branch, weight}))
+    return add_rms_norm_kernel(x, branch, weight, eps, *dtype);
+#endif
+  return add_rms_norm_aten(x, branch, weight, eps);
 }
 
 }  // namespace secateur::kernels

@@ -1,6 +1,7 @@
 #pragma once
 // Fused element-wise operations of a transformer forward: SwiGLU's silu(gate)·up, rotary position
-// embeddings, and the summed token cross-entropy of a batch of logits. Each reads the strided views
+// embeddings, the summed token cross-entropy of a batch of logits, and a residual add with the
+// RMSNorm that follows it. Each reads the strided views
 // the model produces (slices of a packed GEMM output, transposed heads, the causal shift of the
 // logits) without copying them first.
 //
@@ -59,5 +60,19 @@ inline constexpr int64_t kIgnoreIndex = -100;
 // autograd.
 CrossEntropySum token_cross_entropy(const torch::Tensor& logits, const torch::Tensor& targets,
                                     int64_t ignore_index = kIgnoreIndex);
+
+// A pre-norm block's residual add and the next block's RMSNorm, x + branch and its norm, for x and
+// branch [..., H] and weight [H] of one dtype and device:
+//   sum    = x + branch                                       (rounded to the dtype)
+//   normed = sum · rsqrt(mean(sum², −1) + eps) · weight        (fp32 statistics, one rounding)
+// the formula of LibTorch's fused rms_norm (model::fn::rms_norm on a GPU), fed the rounded sum as an
+// add followed by an RMSNorm feeds it. Kernel: one pass that reads x and branch and writes both
+// results (an add and a norm apart read the hidden state three times and write it twice). Results
+// are contiguous. Fallback: the same formula in ATen ops, with autograd.
+struct AddRmsNorm {
+  torch::Tensor sum;     // the residual stream after the block
+  torch::Tensor normed;  // the next block's input
+};
+AddRmsNorm add_rms_norm(const torch::Tensor& x, const torch::Tensor& branch, const torch::Tensor& weight, double eps);
 
 }  // namespace secateur::kernels

@@ -1,5 +1,5 @@
-// The kernels behind fused_kernels.h: SwiGLU's silu(gate)·up, rotary embeddings and per-row
-// cross-entropy, each reading the strided views the model produces (slices of packed GEMM
+// The kernels behind fused_kernels.h: SwiGLU's silu(gate)·up, rotary embeddings, per-row
+// cross-entropy and the residual add fused with the RMSNorm after it, each reading the strided views the model produces (slices of packed GEMM
 // outputs, transposed heads, the causal shift of the logits) in place. Plain CUDA C++17: no torch
 // headers, arithmetic in float, loads and stores of 16 bytes where sizes, strides and pointers
 // allow it (else one element at a time), grid-stride loops with 64-bit indices.
@@ -53,6 +53,23 @@ __device__ __forceinline__ Pack<T, N> load(const T* p) {
     uint4 raw[kChunks];
 #pragma unroll
     for (int i = 0; i < kChunks; ++i) raw[i] = __ldg(reinterpret_cast<const uint4*>(p) + i);
+    memcpy(&out, raw, sizeof(out));
+  } else {
+    out = *reinterpret_cast<const Pack<T, N>*>(p);
+  }
+  return out;
+}
+
+// The same through the coherent path, for data this kernel wrote (__ldg's read-only cache may not
+// see a store of the same kernel).
+template <typename T, int N>
+__device__ __forceinline__ Pack<T, N> load_written(const T* p) {
+  Pack<T, N> out;
+  if constexpr (sizeof(Pack<T, N>) % 16 == 0) {
+    constexpr int kChunks = static_cast<int>(sizeof(Pack<T, N>) / 16);
+    uint4 raw[kChunks];
+#pragma unroll
+    for (int i = 0; i < kChunks; ++i) raw[i] = reinterpret_cast<const uint4*>(p)[i];
     memcpy(&out, raw, sizeof(out));
   } else {
     out = *reinterpret_cast<const Pack<T, N>*>(p);
@@ -314,6 +331,86 @@ int launch_cross_entropy(const void* logits, int64_t B, int64_t T, int64_t V, in
   return static_cast<int>(cudaGetLastError());
 }
 
+// ---- residual add + RMSNorm ----------------------------------------------------------------------
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+// The sum of v over the block's kThreads threads, returned to every thread; `shared` holds kWarps
+// floats and is free again on return.
+__device__ __forceinline__ float block_sum(float v, float* shared) {
+  const int lane = static_cast<int>(threadIdx.x) & 31;
+  const int warp = static_cast<int>(threadIdx.x) >> 5;
+  v = warp_sum(v);
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  v = warp_sum(lane < kWarps ? shared[lane] : 0.0f);
+  __syncthreads();
+  return v;
+}
+
+// One block of kThreads threads per row (grid-stride over rows). First pass: each thread adds its
+// packs of N elements, stores the rounded sum and accumulates its squares; the block sums them;
+// second pass: each thread reads back the packs it stored (L2-resident: the row was just written)
+// and writes them normalised. The hidden state is read twice from HBM and written twice, against
+// three reads and three writes for an add followed by an RMSNorm. cols % N == 0, rows aligned.
+template <typename scalar_t, int N>
+__global__ void __launch_bounds__(kThreads)
+    add_rms_norm_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ branch,
+                        const scalar_t* __restrict__ weight, scalar_t* __restrict__ sum, scalar_t* __restrict__ normed,
+                        int64_t rows, int64_t cols, float eps) {
+  __shared__ float shared[kWarps];
+  const int64_t packs = cols / N;
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const int64_t row = r * cols;
+    float squares = 0.0f;
+    for (int64_t p = threadIdx.x; p < packs; p += blockDim.x) {
+      const Pack<scalar_t, N> a = load<scalar_t, N>(x + row + p * N);
+      const Pack<scalar_t, N> b = load<scalar_t, N>(branch + row + p * N);
+      Pack<scalar_t, N> s;
+#pragma unroll
+      for (int k = 0; k < N; ++k) {
+        s.v[k] = from_float<scalar_t>(to_float(a.v[k]) + to_float(b.v[k]));
+        const float v = to_float(s.v[k]);  // the rounded sum, as the separate RMSNorm would read it
+        squares += v * v;
+      }
+      store<scalar_t, N>(sum + row + p * N, s);
+    }
+    const float rstd = rsqrtf(block_sum(squares, shared) / static_cast<float>(cols) + eps);
+    for (int64_t p = threadIdx.x; p < packs; p += blockDim.x) {
+      const Pack<scalar_t, N> s = load_written<scalar_t, N>(sum + row + p * N);
+      const Pack<scalar_t, N> w = load<scalar_t, N>(weight + p * N);
+      Pack<scalar_t, N> o;
+#pragma unroll
+      for (int k = 0; k < N; ++k) o.v[k] = from_float<scalar_t>(to_float(s.v[k]) * rstd * to_float(w.v[k]));
+      store<scalar_t, N>(normed + row + p * N, o);
+    }
+  }
+}
+
+template <typename scalar_t>
+int launch_add_rms_norm(const void* x, const void* branch, const void* weight, void* sum, void* normed, int64_t rows,
+                        int64_t cols, float eps, cudaStream_t stream) {
+  constexpr int N = vec_width<scalar_t>();
+  const auto* xp = static_cast<const scalar_t*>(x);
+  const auto* bp = static_cast<const scalar_t*>(branch);
+  const auto* wp = static_cast<const scalar_t*>(weight);
+  auto* sp = static_cast<scalar_t*>(sum);
+  auto* np = static_cast<scalar_t*>(normed);
+  const unsigned int blocks = static_cast<unsigned int>(rows < kMaxBlocks ? rows : kMaxBlocks);
+  const bool vectorised = cols % N == 0 && aligned(x, 16) && aligned(branch, 16) && aligned(weight, 16) &&
+                          aligned(sum, 16) && aligned(normed, 16);
+  if (vectorised) {
+    add_rms_norm_kernel<scalar_t, N><<<blocks, kThreads, 0, stream>>>(xp, bp, wp, sp, np, rows, cols, eps);
+  } else {
+    add_rms_norm_kernel<scalar_t, 1><<<blocks, kThreads, 0, stream>>>(xp, bp, wp, sp, np, rows, cols, eps);
+  }
+  return static_cast<int>(cudaGetLastError());
+}
+
 }  // namespace
 
 int silu_mul(DType dtype, const void* gate, int64_t gate_row_stride, const void* up, int64_t up_row_stride,
@@ -366,6 +463,19 @@ int cross_entropy_rows(DType dtype, const void* logits, int64_t B, int64_t T, in
       return launch_cross_entropy<__half>(logits, B, T, V, sb, st, targets, tsb, tst, ignore_index, losses, s);
     case DType::bf16:
       return launch_cross_entropy<__nv_bfloat16>(logits, B, T, V, sb, st, targets, tsb, tst, ignore_index, losses, s);
+  }
+  return static_cast<int>(cudaErrorInvalidValue);
+}
+
+int add_rms_norm(DType dtype, const void* x, const void* branch, const void* weight, void* sum, void* normed,
+                 int64_t rows, int64_t cols, float eps, void* stream) {
+  if (rows <= 0) return static_cast<int>(cudaSuccess);
+  if (cols <= 0) return static_cast<int>(cudaErrorInvalidValue);
+  const cudaStream_t s = static_cast<cudaStream_t>(stream);
+  switch (dtype) {
+    case DType::f32: return launch_add_rms_norm<float>(x, branch, weight, sum, normed, rows, cols, eps, s);
+    case DType::f16: return launch_add_rms_norm<__half>(x, branch, weight, sum, normed, rows, cols, eps, s);
+    case DType::bf16: return launch_add_rms_norm<__nv_bfloat16>(x, branch, weight, sum, normed, rows, cols, eps, s);
   }
   return static_cast<int>(cudaErrorInvalidValue);
 }

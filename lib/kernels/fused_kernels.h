@@ -40,6 +40,14 @@ int cross_entropy_rows(DType dtype, const void* logits, int64_t B, int64_t T, in
                        const int64_t* targets, int64_t tsb, int64_t tst, int64_t ignore_index, float* losses,
                        void* stream);
 
+// Residual add and RMSNorm in one pass over rows of `cols` elements (x, branch, sum and normed:
+// contiguous [rows, cols] of `dtype`; weight: [cols] of `dtype`):
+//   sum[r, c]    = round(x[r, c] + branch[r, c])
+//   normed[r, c] = round(sum[r, c] · rstd_r · weight[c]),  rstd_r = 1 / sqrt(mean_c sum[r, c]² + eps)
+// with the rounded sum in the statistics, as a separate add followed by an RMSNorm computes them.
+int add_rms_norm(DType dtype, const void* x, const void* branch, const void* weight, void* sum, void* normed,
+                 int64_t rows, int64_t cols, float eps, void* stream);
+
 // cudaGetErrorString of a launcher's return value.
 const char* error_string(int code);
 

@@ -73,11 +73,18 @@ LlamaModel::Layer LlamaModel::make_layer(int64_t l) {
 }
 
 torch::Tensor LlamaModel::attention_branch(int64_t l, const torch::Tensor& x, const Pass& pass) const {
+  return attention_of(l, fn::rms_norm(x, layers_[l].attn_norm, config_.norm_eps, pass.hidden), pass);
+}
+
+torch::Tensor LlamaModel::mlp_branch(int64_t l, const torch::Tensor& x, const Pass& pass) const {
+  return mlp_of(l, fn::rms_norm(x, layers_[l].mlp_norm, config_.norm_eps, pass.hidden), pass);
+}
+
+torch::Tensor LlamaModel::attention_of(int64_t l, const torch::Tensor& h, const Pass& pass) const {
   const ModelConfig& c = config_;
   const LayerShape& s = c.layers[l];
   const Attention& a = layers_[l].attn;
   const std::string& p = layers_[l].prefix;
-  const torch::Tensor h = fn::rms_norm(x, layers_[l].attn_norm, c.norm_eps, pass.hidden);
   const std::vector<torch::Tensor> qkv = fn::linears(h, {{a.q_w, a.q_b, "self_attn.q_proj.weight"},
                                                         {a.k_w, a.k_b, "self_attn.k_proj.weight"},
                                                         {a.v_w, a.v_b, "self_attn.v_proj.weight"}}, pass.weights, p);
@@ -91,11 +98,10 @@ torch::Tensor LlamaModel::attention_branch(int64_t l, const torch::Tensor& x, co
 }
 
 // down(act(gate(h)) · up(h)), each neuron's activation scaled by its gate.
-torch::Tensor LlamaModel::mlp_branch(int64_t l, const torch::Tensor& x, const Pass& pass) const {
+torch::Tensor LlamaModel::mlp_of(int64_t l, const torch::Tensor& h, const Pass& pass) const {
   const ModelConfig& c = config_;
   const Mlp& m = layers_[l].mlp;
   const std::string& p = layers_[l].prefix;
-  const torch::Tensor h = fn::rms_norm(x, layers_[l].mlp_norm, c.norm_eps, pass.hidden);
   const std::vector<torch::Tensor> gate_up = fn::linears(h, {{m.gate_w, m.gate_b, "mlp.gate_proj.weight"},
                                                             {m.up_w, m.up_b, "mlp.up_proj.weight"}}, pass.weights, p);
   // SwiGLU in one pass over the gate/up halves of the packed GEMM output where the CUDA kernel runs
@@ -111,6 +117,42 @@ torch::Tensor LlamaModel::layer_forward(int64_t l, torch::Tensor x, const Pass& 
   return fn::pre_norm_layer(
       l, std::move(x), config_.layers[l], pass.gates, [&](const torch::Tensor& h) { return attention_branch(l, h, pass); },
       [&](const torch::Tensor& h) { return mlp_branch(l, h, pass); });
+}
+
+bool LlamaModel::fuses_residual_norms(const torch::Tensor& x, const Gates* gates, const ForwardOptions& options) const {
+  // Only plain inference: gates scale the branches and hidden dims, taps and hidden states observe
+  // the stream between the add and the norm, a resumed pass starts mid-stream.
+  if (gates || options.output_hidden_states || options.start_hidden.defined() || current_tap()) return false;
+  std::vector<torch::Tensor> inputs{x, final_norm_};
+  for (const Layer& layer : layers_)
+    for (const torch::Tensor& w : {layer.attn_norm, layer.mlp_norm})
+      if (w.defined()) {
+        if (w.scalar_type() != x.scalar_type()) return false;
+        inputs.push_back(w);
+      }
+  return kernels::supports(x.scalar_type()) && final_norm_.scalar_type() == x.scalar_type() && kernels::launches(inputs);
+}
+
+// The same blocks as layer_forward's, in the same order, with x + branch and the next block's norm
+// computed by one kernel (kernels::add_rms_norm): the residual stream is read and written once per
+// block instead of once by the add and again by the norm. `pending` is the branch output not yet
+// added to x.
+torch::Tensor LlamaModel::fused_layers(torch::Tensor x, const Pass& pass) const {
+  const double eps = config_.norm_eps;
+  torch::Tensor pending;
+  auto add_and_norm = [&](const torch::Tensor& weight) {
+    if (!pending.defined()) return fn::rms_norm(x, weight, eps);
+    kernels::AddRmsNorm r = kernels::add_rms_norm(x, pending, weight, eps);
+    x = std::move(r.sum);
+    pending = torch::Tensor();
+    return r.normed;
+  };
+  for (int64_t l = 0; l < config_.num_layers; ++l) {
+    const LayerShape& s = config_.layers[l];
+    if (s.has_attention) pending = attention_of(l, add_and_norm(layers_[l].attn_norm), pass);
+    if (s.has_mlp) pending = mlp_of(l, add_and_norm(layers_[l].mlp_norm), pass);
+  }
+  return add_and_norm(final_norm_);
 }
 
 torch::Tensor LlamaModel::head(const torch::Tensor& last, const torch::Tensor& input_ids,
@@ -147,12 +189,17 @@ ForwardOutput LlamaModel::forward(const torch::Tensor& input_ids_in, const torch
   ForwardOutput out;
   torch::Tensor x = options.start_hidden.defined() ? options.start_hidden
                                                   : fn::apply_hidden(torch::embedding(embed_tokens_, input_ids), pass.hidden);
-  for (int64_t l = resume_layer(options, c); l < c.num_layers; ++l) {
-    if (options.output_hidden_states) out.hidden_states.push_back(x);
-    x = layer_forward(l, x, pass);
+  const int64_t first_layer = resume_layer(options, c);
+  if (fuses_residual_norms(x, gates, options)) {
+    out.last_hidden = fused_layers(std::move(x), pass);
+  } else {
+    for (int64_t l = first_layer; l < c.num_layers; ++l) {
+      if (options.output_hidden_states) out.hidden_states.push_back(x);
+      x = layer_forward(l, x, pass);
+    }
+    out.last_hidden = fn::rms_norm(x, final_norm_, c.norm_eps, pass.hidden);
+    if (options.output_hidden_states) out.hidden_states.push_back(out.last_hidden);
   }
-  out.last_hidden = fn::rms_norm(x, final_norm_, c.norm_eps, pass.hidden);
-  if (options.output_hidden_states) out.hidden_states.push_back(out.last_hidden);
   out.logits = head(out.last_hidden, input_ids, attention_mask);
   return out;
 }

@@ -41,9 +41,16 @@ class LlamaModel : public Model {
   };
 
   Layer make_layer(int64_t l);
+  // A block's branch from its normed input h (attention_of, mlp_of), and with its norm (…_branch).
+  torch::Tensor attention_of(int64_t l, const torch::Tensor& h, const Pass& pass) const;
+  torch::Tensor mlp_of(int64_t l, const torch::Tensor& h, const Pass& pass) const;
   torch::Tensor attention_branch(int64_t l, const torch::Tensor& x, const Pass& pass) const;
   torch::Tensor mlp_branch(int64_t l, const torch::Tensor& x, const Pass& pass) const;
   torch::Tensor layer_forward(int64_t l, torch::Tensor x, const Pass& pass) const;
+  // Whether this pass may fuse every residual add with the norm after it (fused_layers).
+  bool fuses_residual_norms(const torch::Tensor& x, const Gates* gates, const ForwardOptions& options) const;
+  // All layers and the final norm, each residual add fused with the next norm: the final norm's output.
+  torch::Tensor fused_layers(torch::Tensor x, const Pass& pass) const;
   torch::Tensor head(const torch::Tensor& last, const torch::Tensor& input_ids, const torch::Tensor& attention_mask) const;
 
   torch::Tensor embed_tokens_;

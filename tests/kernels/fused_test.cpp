@@ -1,4 +1,4 @@
-// kernels::silu_mul, rope and token_cross_entropy against float64 references of their formulas,
+// kernels::silu_mul, rope, token_cross_entropy and add_rms_norm against float64 references of their formulas,
 // on the strided views the model hands them (slices of packed GEMM outputs, transposed heads, the
 // causal shift of the logits). On the CPU (and on CUDA without compiled kernels) they are their ATen
 // fallbacks, which must also equal those expressions exactly; the *Cuda tests run the CUDA kernels
@@ -418,6 +418,113 @@ TEST(FusedCrossEntropy, CudaWithGradientsUsesAutograd) {
   EXPECT_FALSE(launches({logits, targets}));
   token_cross_entropy(logits, targets).sum.backward();
   ASSERT_TRUE(logits.grad().defined());
+}
+
+// ---- add_rms_norm ---------------------------------------------------------------------------------
+
+// The normed half of add_rms_norm in float64 from the rounded sum s: s·rsqrt(mean(s²) + eps)·w.
+torch::Tensor rms_norm_reference(const torch::Tensor& sum, const torch::Tensor& weight, double eps) {
+  const torch::Tensor s = sum.detach().to(torch::kCPU, torch::kDouble);
+  return s * torch::rsqrt(s.pow(2).mean(-1, true) + eps) * weight.detach().to(torch::kCPU, torch::kDouble);
+}
+
+struct Residual {
+  torch::Tensor x, branch, weight;
+};
+Residual residual_inputs(int64_t rows, int64_t hidden, torch::Device device, torch::ScalarType dtype) {
+  torch::manual_seed(6);
+  // A residual stream of large values with a small branch on top, as deep in a decoder, and a
+  // weight away from 1 so that a missing multiply shows.
+  return {(torch::randn({rows, hidden}) * 4).to(on(device, dtype)), torch::randn({rows, hidden}).to(on(device, dtype)),
+          (torch::rand({hidden}) + 0.5).to(on(device, dtype))};
+}
+
+// sum is exactly ATen's x + branch (one rounding of the float sum either way); normed is the formula
+// applied to that rounded sum, to the storage dtype's rounding.
+void check_add_rms_norm(const Residual& in, double eps) {
+  const AddRmsNorm out = add_rms_norm(in.x, in.branch, in.weight, eps);
+  EXPECT_EQ(out.sum.scalar_type(), in.x.scalar_type());
+  EXPECT_EQ(out.normed.device().type(), in.x.device().type());
+  EXPECT_TRUE(out.sum.equal(in.x + in.branch));
+  expect_close(out.normed, rms_norm_reference(out.sum, in.weight, eps), rtol_of(in.x.scalar_type()),
+               atol_of(in.x.scalar_type()));
+}
+
+TEST(FusedAddRmsNorm, CpuMatchesReference) {
+  for (const auto dtype : {torch::kFloat, torch::kBFloat16}) {
+    SCOPED_TRACE(c10::toString(dtype));
+    check_add_rms_norm(residual_inputs(7, 48, torch::kCPU, dtype), 1e-5);
+  }
+}
+
+TEST(FusedAddRmsNorm, CpuGradientsFlowThroughTheFallback) {
+  Residual in = residual_inputs(3, 16, torch::kCPU, torch::kFloat);
+  for (torch::Tensor* t : {&in.x, &in.branch, &in.weight}) t->requires_grad_();
+  EXPECT_FALSE(launches({in.x, in.branch, in.weight}));
+  const AddRmsNorm out = add_rms_norm(in.x, in.branch, in.weight, 1e-6);
+  (out.normed * out.normed + out.sum).sum().backward();
+  // The same loss through an add and HF's RMSNorm formula.
+  const torch::Tensor x2 = in.x.detach().clone().requires_grad_(), b2 = in.branch.detach().clone().requires_grad_();
+  const torch::Tensor w2 = in.weight.detach().clone().requires_grad_();
+  const torch::Tensor s = x2 + b2;
+  const torch::Tensor n = s * torch::rsqrt(s.pow(2).mean(-1, true) + 1e-6) * w2;
+  (n * n + s).sum().backward();
+  EXPECT_TRUE(in.x.grad().allclose(x2.grad(), 1e-5, 1e-6));
+  EXPECT_TRUE(in.branch.grad().allclose(b2.grad(), 1e-5, 1e-6));
+  EXPECT_TRUE(in.weight.grad().allclose(w2.grad(), 1e-5, 1e-6));
+}
+
+TEST(FusedAddRmsNorm, RejectsMismatchedInputs) {
+  EXPECT_THROW(add_rms_norm(torch::zeros({2, 4}), torch::zeros({2, 3}), torch::ones({4}), 1e-6), c10::Error);
+  EXPECT_THROW(add_rms_norm(torch::zeros({2, 4}), torch::zeros({2, 4}), torch::ones({3}), 1e-6), c10::Error);
+  EXPECT_THROW(add_rms_norm(torch::zeros({2, 4}), torch::zeros({2, 4}, torch::kDouble), torch::ones({4}), 1e-6),
+               c10::Error);
+  EXPECT_THROW(add_rms_norm(torch::zeros({}), torch::zeros({}), torch::ones({1}), 1e-6), c10::Error);
+}
+
+TEST(FusedAddRmsNorm, CudaMatchesReference) {
+  REQUIRE_CUDA();
+  for (const auto dtype : {torch::kFloat, torch::kBFloat16, torch::kHalf}) {
+    SCOPED_TRACE(c10::toString(dtype));
+    check_add_rms_norm(residual_inputs(33, 2048, torch::kCUDA, dtype), 1e-5);  // 16-byte accesses, 1 pack/thread
+    check_add_rms_norm(residual_inputs(5, 4096 + 64, torch::kCUDA, dtype), 1e-6);  // several packs per thread
+    check_add_rms_norm(residual_inputs(9, 13, torch::kCUDA, dtype), 1e-5);     // odd width: one element at a time
+  }
+}
+
+TEST(FusedAddRmsNorm, CudaRowsBeyondTheGridAndOddLayouts) {
+  REQUIRE_CUDA();
+  // More rows than the grid's 2^20 blocks: the last rows come from the grid-stride loop.
+  check_add_rms_norm(residual_inputs((int64_t{1} << 20) + 3, 8, torch::kCUDA, torch::kBFloat16), 1e-5);
+  // A transposed branch (copied first), a contiguous x starting one element in (unaligned: one element
+  // at a time), [B, T, H] inputs.
+  torch::manual_seed(7);
+  const torch::Tensor x = torch::randn({6 * 64 + 1}, on(torch::kCUDA, torch::kBFloat16)).narrow(0, 1, 6 * 64).view({6, 64});
+  const torch::Tensor branch = torch::randn({64, 6}, on(torch::kCUDA, torch::kBFloat16)).t();
+  const torch::Tensor weight = torch::rand({64}, on(torch::kCUDA, torch::kBFloat16)) + 0.5;
+  check_add_rms_norm({x, branch, weight}, 1e-5);
+  check_add_rms_norm({x.reshape({2, 3, 64}), branch.reshape({2, 3, 64}), weight}, 1e-5);
+  const torch::Tensor none = x.narrow(0, 0, 0);
+  EXPECT_EQ(add_rms_norm(none, none, weight, 1e-5).normed.numel(), 0);
+}
+
+TEST(FusedAddRmsNorm, CudaAgreesWithAddThenRmsNorm) {
+  REQUIRE_CUDA();
+  const Residual in = residual_inputs(64, 2048, torch::kCUDA, torch::kBFloat16);
+  const AddRmsNorm ours = add_rms_norm(in.x, in.branch, in.weight, 1e-5);
+  const AddRmsNorm aten = add_rms_norm(in.x.cpu(), in.branch.cpu(), in.weight.cpu(), 1e-5);  // the fallback
+  EXPECT_TRUE(ours.sum.cpu().equal(aten.sum));
+  // Both round the same float formula once; only the order of the float sums differs.
+  EXPECT_TRUE(ours.normed.cpu().to(torch::kFloat).allclose(aten.normed.to(torch::kFloat), 1e-2, 1e-2));
+}
+
+TEST(FusedAddRmsNorm, CudaWithGradientsUsesAutograd) {
+  REQUIRE_CUDA();
+  Residual in = residual_inputs(4, 32, torch::kCUDA, torch::kFloat);
+  in.branch.requires_grad_();
+  EXPECT_FALSE(launches({in.x, in.branch, in.weight}));
+  add_rms_norm(in.x, in.branch, in.weight, 1e-6).normed.sum().backward();
+  ASSERT_TRUE(in.branch.grad().defined());
 }
 
 // ---- dispatch ---------------------------------------------------------------------------------------

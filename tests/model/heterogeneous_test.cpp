@@ -75,6 +75,32 @@ TEST(Heterogeneous, BuildsRunsAndHasTheRightTensors) {
   EXPECT_EQ(s.count(GroupKind::layer), 3u);
 }
 
+// On a GPU without gradients the LLaMA forward fuses each residual add with the next RMSNorm
+// (kernels::add_rms_norm where compiled). Asking for the hidden states takes the unfused path; both
+// must give the same logits, with blocks missing (layer 1 has no MLP, layer 2 no attention) so that
+// an add meets the norm of another layer's block, and in bf16 the same to its rounding.
+TEST(Heterogeneous, CudaFusedResidualNormsMatchTheLayerByLayerPass) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  torch::manual_seed(3);
+  const auto model = build_model(ModelConfig::from_json(heterogeneous_llama()));
+  model->eval();
+  const torch::Tensor ids = torch::randint(0, 64, {3, 11}, torch::kLong);
+  for (const auto dtype : {torch::kFloat, torch::kBFloat16}) {
+    SCOPED_TRACE(c10::toString(dtype));
+    model->to(torch::kCUDA, dtype);
+    torch::NoGradGuard no_grad;
+    const ForwardOutput fused = model->forward(ids.cuda());
+    ForwardOptions layer_by_layer;
+    layer_by_layer.output_hidden_states = true;
+    const ForwardOutput plain = model->forward(ids.cuda(), {}, nullptr, layer_by_layer);
+    const double tolerance = dtype == torch::kFloat ? 1e-4 : 0.1;
+    EXPECT_LE((fused.logits.to(torch::kFloat) - plain.logits.to(torch::kFloat)).abs().max().item<double>(), tolerance);
+    EXPECT_LE((fused.last_hidden.to(torch::kFloat) - plain.last_hidden.to(torch::kFloat)).abs().max().item<double>(),
+              tolerance);
+    EXPECT_EQ(fused.logits.scalar_type(), dtype);
+  }
+}
+
 TEST(Heterogeneous, RoundTripsThroughBlockConfigs) {
   torch::set_num_threads(2);
   for (const std::string family : {"llama", "gpt2", "bert"}) {
