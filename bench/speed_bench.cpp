@@ -16,6 +16,9 @@
 // The pruned models are made the way users make them: masks (half the KV groups with their query
 // heads and half the FFN neurons for LLaMA; 6 of 12 heads and 1216 of 3072 neurons for BERT)
 // applied by surgery::prune to the dense model. --tiny shrinks every shape for a CPU smoke test.
+// On a GPU, bert_train's step and llama_eval's and bert_infer's forward replay as CUDA graphs
+// (train::CudaGraphStep, eval::GraphedForward; "cuda_graph_replays" counts them); --eager turns
+// that off.
 #include <torch/torch.h>
 #include <torch/version.h>
 
@@ -32,6 +35,7 @@
 
 #include "eval/cost.h"
 #include "profile.h"
+#include "eval/graphed_forward.h"
 #include "eval/loss.h"
 #include "importance/estimator.h"
 #include "model/prunable.h"
@@ -57,7 +61,8 @@ struct Args {
   int64_t micro_batch = 2;
   std::string profile;  // Chrome trace of a few more steps after the timed ones
   int64_t profile_steps = 3;
-  train::CudaGraphMode cuda_graph = train::CudaGraphMode::automatic;  // bert_train: --eager = off
+  // --eager = off: bert_train's step, llama_eval's and bert_infer's forward run eagerly.
+  train::CudaGraphMode cuda_graph = train::CudaGraphMode::automatic;
 };
 
 json llama7b_config(bool tiny) {
@@ -160,13 +165,19 @@ json llama_eval(const Args& a) {
   batch.input_ids = torch::randint(0, model->config().vocab_size, {b, t}, torch::kLong).to(device);
   batch.labels = batch.input_ids;
   c10::InferenceMode inference;
+  eval::GraphedForward eval_loss(
+      [&](const data::Batch& x) {
+        return std::vector<torch::Tensor>{eval::task_loss(model::Task::causal_lm, model->forward(x.input_ids).logits, x)};
+      },
+      device, a.cuda_graph != train::CudaGraphMode::off);
   eval::reset_peak_memory(device);
-  const double s = time_step([&] { eval::task_loss(model::Task::causal_lm, model->forward(batch.input_ids).logits, batch); }, a, device);
+  const double s = time_step([&] { eval_loss(batch); }, a, device);
   const int64_t n = total_parameters(*model);
   const double tokens_per_s = static_cast<double>(b * t) / s;
   return {{"tokens_per_s", tokens_per_s}, {"step_ms", s * 1e3}, {"params", n},
           {"mfu", 2.0 * n * tokens_per_s / kPeakBf16Flops},
-          {"peak_mem_gb", eval::peak_memory_bytes(device) / double(1 << 30)}};
+          {"peak_mem_gb", eval::peak_memory_bytes(device) / double(1 << 30)},
+          {"cuda_graph_replays", eval_loss.replays()}};
 }
 
 json bert_infer(const Args& a) {
@@ -175,11 +186,22 @@ json bert_infer(const Args& a) {
   const int64_t b = a.tiny ? 4 : 32, t = a.tiny ? 32 : 128;
   const torch::Tensor ids = torch::randint(0, model->config().vocab_size, {b, t}, torch::kLong).to(device);
   const torch::Tensor mask = torch::ones({b, t}, torch::kLong).to(device);
+  const bool graphed = a.cuda_graph != train::CudaGraphMode::off;
+  // Graphed, the all-ones mask is left out, as evaluation hands batches over (data::Batch::to drops
+  // it): the model reads a device mask back to the host to choose its attention kernel, which a
+  // graph cannot contain. Eager keeps the mask, as before.
+  data::Batch batch;
+  batch.input_ids = ids;
+  if (!graphed || !device.is_cuda()) batch.attention_mask = mask;
   c10::InferenceMode inference;
+  eval::GraphedForward forward(
+      [&](const data::Batch& x) { return std::vector<torch::Tensor>{model->forward(x.input_ids, x.attention_mask).logits}; },
+      device, graphed);
   eval::reset_peak_memory(device);
-  const double s = time_step([&] { model->forward(ids, mask); }, a, device);
+  const double s = time_step([&] { forward(batch); }, a, device);
   return {{"samples_per_s", b / s}, {"step_ms", s * 1e3}, {"params", total_parameters(*model)},
-          {"peak_mem_gb", eval::peak_memory_bytes(device) / double(1 << 30)}};
+          {"peak_mem_gb", eval::peak_memory_bytes(device) / double(1 << 30)},
+          {"cuda_graph_replays", forward.replays()}};
 }
 
 // The same random batch every step: the benchmark times the step, not the data.

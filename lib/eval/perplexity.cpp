@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "dist/dist.h"
+#include "eval/graphed_forward.h"
 #include "eval/loss.h"
 #include "util/error.h"
 #include "util/progress.h"
@@ -76,6 +77,14 @@ PerplexityResult perplexity(model::Model& model, const torch::Tensor& tokens, co
   const std::vector<Pass> passes = dist::owned(passes_of(windows, o.batch_size));
   int64_t mine = 0, done = 0;
   for (const Pass& pass : passes) mine += static_cast<int64_t>(pass.last - pass.first);
+  // A pass (forward and loss) replays as a CUDA graph on a GPU, except through gates: they change
+  // between calls (iterative pruning), and a graph would keep reading the ones it was captured with.
+  GraphedForward pass_loss(
+      [&model, gates](const data::Batch& b) {
+        const LossSum s = task_loss_sum(model::Task::causal_lm, model.forward(b.input_ids, {}, gates).logits, b);
+        return std::vector<torch::Tensor>{s.sum, s.count};
+      },
+      device, gates == nullptr);
   Progress progress("perplexity", mine, "win");
   for (const Pass& pass : passes) {
     const int64_t length = windows[pass.first].end - windows[pass.first].begin;
@@ -90,10 +99,9 @@ PerplexityResult perplexity(model::Model& model, const torch::Tensor& tokens, co
     data::Batch batch;
     batch.input_ids = torch::stack(inputs).to(device);
     batch.labels = torch::stack(labels).to(device);
-    auto logits = model.forward(batch.input_ids, {}, gates).logits;
-    LossSum s = task_loss_sum(model::Task::causal_lm, logits, batch);
-    nll_sum += s.sum.to(torch::kDouble);
-    count += s.count;
+    const std::vector<torch::Tensor> s = pass_loss(batch);  // consumed before the next pass overwrites it
+    nll_sum += s[0].to(torch::kDouble);
+    count += s[1];
     done += static_cast<int64_t>(pass.last - pass.first);
     progress.update(done);
   }

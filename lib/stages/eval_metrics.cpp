@@ -2,6 +2,7 @@
 
 #include "dist/dist.h"
 #include "eval/classification.h"
+#include "eval/graphed_forward.h"
 #include "eval/loss.h"
 #include "stages/data_access.h"
 #include "util/error.h"
@@ -81,17 +82,24 @@ TaskEvalData task_eval_data(run::RunState& state, model::Model& m, const TaskEva
 namespace {
 
 // The model's logits on this rank's share of `all`, batch by batch, with a progress line:
-// visit(batch on the model's device, logits).
+// visit(batch on the model's device, logits). The forward replays as a CUDA graph on a GPU, except
+// through gates (they change between calls); the logits are then the graph's output, overwritten
+// by the next batch's forward, so `visit` consumes them before returning.
 template <class Visit>
 void for_each_logits(model::Model& m, const std::vector<data::Batch>& all, const model::Gates* gates, const char* label,
                      Visit&& visit) {
   const std::vector<data::Batch> batches = dist::owned(all);
+  eval::GraphedForward forward(
+      [&m, gates](const data::Batch& b) {
+        model::ForwardOptions f;
+        f.token_type_ids = b.token_type_ids;
+        return std::vector<torch::Tensor>{m.forward(b.input_ids, b.attention_mask, gates, f).logits};
+      },
+      m.device(), gates == nullptr);
   Progress progress(label, static_cast<int64_t>(batches.size()), "batch");
   for (size_t k = 0; k < batches.size(); ++k) {
     const data::Batch b = batches[k].to(m.device());
-    model::ForwardOptions f;
-    f.token_type_ids = b.token_type_ids;
-    visit(b, m.forward(b.input_ids, b.attention_mask, gates, f).logits);
+    visit(b, forward(b).front());
     progress.update(static_cast<int64_t>(k + 1));
   }
   progress.finish();
