@@ -185,14 +185,11 @@ json bert_infer(const Args& a) {
   const torch::Device device = model->device();
   const int64_t b = a.tiny ? 4 : 32, t = a.tiny ? 32 : 128;
   const torch::Tensor ids = torch::randint(0, model->config().vocab_size, {b, t}, torch::kLong).to(device);
-  const torch::Tensor mask = torch::ones({b, t}, torch::kLong).to(device);
   const bool graphed = a.cuda_graph != train::CudaGraphMode::off;
-  // Graphed, the all-ones mask is left out, as evaluation hands batches over (data::Batch::to drops
-  // it): the model reads a device mask back to the host to choose its attention kernel, which a
-  // graph cannot contain. Eager keeps the mask, as before.
+  // No attention mask: the batch has no padding, and evaluation hands such batches over without
+  // their all-ones mask (data::Batch::to drops it), graphed or eager alike.
   data::Batch batch;
   batch.input_ids = ids;
-  if (!graphed || !device.is_cuda()) batch.attention_mask = mask;
   c10::InferenceMode inference;
   eval::GraphedForward forward(
       [&](const data::Batch& x) { return std::vector<torch::Tensor>{model->forward(x.input_ids, x.attention_mask).logits}; },

@@ -107,10 +107,12 @@ torch::Tensor fused_any_group(const torch::Tensor& q, const torch::Tensor& k, co
 }  // namespace
 
 AttentionMask AttentionMask::build(const torch::Tensor& attention_mask, int64_t seq_len, bool causal,
-                                   int64_t sliding_window, torch::ScalarType dtype, torch::Device device) {
+                                   int64_t sliding_window, torch::ScalarType dtype, torch::Device device,
+                                   std::optional<bool> padded_hint) {
   AttentionMask mask;
   mask.causal = causal;
-  const bool padded = attention_mask.defined() && !attention_mask.all().item<bool>();
+  const bool padded =
+      attention_mask.defined() && (padded_hint ? *padded_hint : !attention_mask.all().item<bool>());
   const bool windowed = sliding_window > 0 && seq_len > sliding_window;
   if (!padded && !windowed) return mask;
   torch::Tensor allowed = visible_keys(seq_len, causal, windowed ? sliding_window : 0, device).unsqueeze(0).unsqueeze(0);

@@ -6,6 +6,8 @@
 // caller asks for it. Head gates scale each head's output context, which both paths support.
 #include <torch/torch.h>
 
+#include <optional>
+
 #include "model/config.h"
 #include "model/gates.h"
 
@@ -21,8 +23,11 @@ struct AttentionMask {
 
   // attention_mask: [B, T] with 1 = token, 0 = padding, or undefined for no padding.
   // sliding_window > 0 also hides keys more than sliding_window − 1 positions back (Mistral).
+  // padded: whether attention_mask hides some token, when the caller knows; otherwise the mask is
+  // read to find out (a device-to-host read when it lives on the GPU).
   static AttentionMask build(const torch::Tensor& attention_mask, int64_t seq_len, bool causal,
-                             int64_t sliding_window, torch::ScalarType dtype, torch::Device device);
+                             int64_t sliding_window, torch::ScalarType dtype, torch::Device device,
+                             std::optional<bool> padded = std::nullopt);
 };
 
 // [B, T, n·d] ↔ [B, n, T, d].

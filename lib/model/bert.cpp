@@ -191,7 +191,7 @@ ForwardOutput EncoderModel::forward(const torch::Tensor& input_ids_in, const tor
   pass.hidden = fn::HiddenGate::from(gates, dtype());
   pass.exact = options.exact_attention;
   pass.weights = options.weights;
-  pass.mask = AttentionMask::build(attention_mask, seq_len, false, 0, dtype(), device());
+  pass.mask = AttentionMask::build(attention_mask, seq_len, false, 0, dtype(), device(), options.attention_mask_padded);
 
   ForwardOutput out;
   torch::Tensor x = options.start_hidden.defined() ? options.start_hidden : embed(input_ids, options.token_type_ids, pass);

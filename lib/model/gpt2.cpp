@@ -129,7 +129,7 @@ ForwardOutput Gpt2Model::forward(const torch::Tensor& input_ids_in, const torch:
   pass.hidden = fn::HiddenGate::from(gates, dtype());
   pass.exact = options.exact_attention;
   pass.weights = options.weights;
-  pass.mask = AttentionMask::build(attention_mask, seq_len, true, 0, dtype(), device());
+  pass.mask = AttentionMask::build(attention_mask, seq_len, true, 0, dtype(), device(), options.attention_mask_padded);
 
   const torch::Tensor positions = torch::arange(seq_len, input_ids.options().dtype(torch::kLong));
   torch::Tensor x = options.start_hidden;

@@ -178,9 +178,10 @@ ForwardOutput LlamaModel::forward(const torch::Tensor& input_ids_in, const torch
   pass.hidden = fn::HiddenGate::from(gates, dtype);
   pass.exact = options.exact_attention;
   pass.weights = options.weights;
-  pass.mask = AttentionMask::build(attention_mask, seq_len, true, 0, dtype, device());
+  pass.mask = AttentionMask::build(attention_mask, seq_len, true, 0, dtype, device(), options.attention_mask_padded);
   if (c.sliding_window > 0)
-    pass.sliding_mask = AttentionMask::build(attention_mask, seq_len, true, c.sliding_window, dtype, device());
+    pass.sliding_mask = AttentionMask::build(attention_mask, seq_len, true, c.sliding_window, dtype, device(),
+                                             options.attention_mask_padded);
   // Kept on the model's device once moved: a host-to-device copy per pass would be a sync that a
   // captured CUDA graph cannot hold (the fp32 values are the same wherever they live).
   if (inv_freq_.device() != device()) inv_freq_ = inv_freq_.to(device());

@@ -34,6 +34,10 @@ struct ForwardOptions {
   // Perplexity search re-runs only the layers a candidate removal changes.
   int64_t start_layer = 0;
   torch::Tensor start_hidden;
+  // Whether attention_mask hides some token, when the caller knows (it checked the batch on the
+  // host): the pass then does not read a device mask back to find out, a host sync that a CUDA
+  // graph cannot contain. true with a mask of all ones is still exact (an additive mask of zeros).
+  std::optional<bool> attention_mask_padded;
 };
 
 // The first layer a pass runs: options.start_layer, checked against the model (UserError when out

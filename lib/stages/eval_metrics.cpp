@@ -93,6 +93,9 @@ void for_each_logits(model::Model& m, const std::vector<data::Batch>& all, const
       [&m, gates](const data::Batch& b) {
         model::ForwardOptions f;
         f.token_type_ids = b.token_type_ids;
+        // data::Batch::to dropped the mask on its way to the GPU unless it hides some token, so a
+        // device mask is a padded one: no read of it back to the host, which a graph cannot hold.
+        if (b.attention_mask.defined() && b.attention_mask.is_cuda()) f.attention_mask_padded = true;
         return std::vector<torch::Tensor>{m.forward(b.input_ids, b.attention_mask, gates, f).logits};
       },
       m.device(), gates == nullptr);

@@ -73,6 +73,31 @@ TEST(Attention, PaddedTokensAreInvisible) {
   }
 }
 
+// ForwardOptions::attention_mask_padded tells the pass what the mask holds instead of reading it:
+// true on a padded mask is the default pass, true on a mask of all ones equals the unmasked pass
+// (an additive mask of zeros), for an encoder and a decoder.
+TEST(Attention, PaddingHintGivesTheSameLogits) {
+  torch::set_num_threads(2);
+  for (const std::string name : {"bert_mlm", "llama_gqa"}) {
+    const auto model = load_model(testing::fixture(name));
+    const testing::Reference ref = testing::load_reference(name);
+    torch::NoGradGuard no_grad;
+    ForwardOptions hinted;
+    hinted.attention_mask_padded = true;
+    EXPECT_TRUE(model->forward(ref.input_ids, ref.attention_mask, nullptr, hinted)
+                    .logits.equal(model->forward(ref.input_ids, ref.attention_mask).logits))
+        << name;
+    const torch::Tensor ones = torch::ones_like(ref.attention_mask);
+    EXPECT_LE(testing::max_diff(model->forward(ref.input_ids, ones, nullptr, hinted).logits,
+                                model->forward(ref.input_ids).logits),
+              1e-5)
+        << name;
+    hinted.attention_mask_padded = false;
+    EXPECT_TRUE(model->forward(ref.input_ids, ones, nullptr, hinted).logits.equal(model->forward(ref.input_ids).logits))
+        << name;
+  }
+}
+
 TEST(Attention, FullyPaddedRowStaysFinite) {
   const auto model = load_model(testing::fixture("llama_gqa"));
   const testing::Reference ref = testing::load_reference("llama_gqa");
