@@ -84,7 +84,7 @@ PerplexityResult perplexity(model::Model& model, const torch::Tensor& tokens, co
         const LossSum s = task_loss_sum(model::Task::causal_lm, model.forward(b.input_ids, {}, gates).logits, b);
         return std::vector<torch::Tensor>{s.sum, s.count};
       },
-      device, gates == nullptr);
+      device, o.cuda_graph && gates == nullptr);
   Progress progress("perplexity", mine, "win");
   for (const Pass& pass : passes) {
     const int64_t length = windows[pass.first].end - windows[pass.first].begin;

@@ -17,6 +17,7 @@ struct PerplexityOptions {
   int64_t context = 2048;
   int64_t stride = 2048;
   int64_t batch_size = 8;  // windows per forward pass
+  bool cuda_graph = true;  // on a GPU, passes (forward + loss) replay as CUDA graphs when no gates are given
 };
 
 struct PerplexityResult {

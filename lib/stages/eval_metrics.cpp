@@ -26,7 +26,11 @@ recipe::SchemaBuilder task_eval_schema() {
       ->field("max_tokens", Schema::integer()->min(0), "Causal LM: score at most this many tokens of the split (0 = all).", "0")
       ->field("max_examples", Schema::integer()->min(0),
               "Classification: at most this many examples (a seeded subset); masked LM: at most this many blocks (0 = all).",
-              "0");
+              "0")
+      ->field("cuda_graph", Schema::boolean(),
+              "On a GPU, replay each pass as a CUDA graph, one capture per batch shape (false: run eagerly, e.g. to "
+              "spare the graphs' memory). Never through the masks of a pruning curve.",
+              "true");
 }
 
 TaskEvalOptions task_eval_options(const recipe::Value& o) {
@@ -37,6 +41,7 @@ TaskEvalOptions task_eval_options(const recipe::Value& o) {
   t.batch_size = o.get_int("batch_size", 0);
   t.max_tokens = o.get_int("max_tokens", 0);
   t.max_examples = o.get_int("max_examples", 0);
+  t.cuda_graph = o.get_bool("cuda_graph", true);
   return t;
 }
 
@@ -45,6 +50,7 @@ TaskEvalData task_eval_data(run::RunState& state, model::Model& m, const TaskEva
   const int64_t batch_size = o.batch_size > 0 ? o.batch_size : d.config().batch_size;
   TaskEvalData out;
   out.task = m.config().task;
+  out.cuda_graph = o.cuda_graph;
   out.info = {{"split", data::to_string(o.split)}, {"dataset", d.describe(o.split)}};
   out.seq_len = d.config().seq_len;
   switch (out.task) {
@@ -53,6 +59,7 @@ TaskEvalData task_eval_data(run::RunState& state, model::Model& m, const TaskEva
       p.context = o.context > 0 ? o.context : d.config().seq_len;
       p.stride = o.stride > 0 ? o.stride : p.context;
       p.batch_size = batch_size;
+      p.cuda_graph = o.cuda_graph;
       const int64_t positions = usable_positions(m.config());
       if (positions > 0 && p.context > positions)
         throw UserError(where + ": context " + std::to_string(p.context) + " is longer than the model's " +
@@ -86,8 +93,8 @@ namespace {
 // through gates (they change between calls); the logits are then the graph's output, overwritten
 // by the next batch's forward, so `visit` consumes them before returning.
 template <class Visit>
-void for_each_logits(model::Model& m, const std::vector<data::Batch>& all, const model::Gates* gates, const char* label,
-                     Visit&& visit) {
+void for_each_logits(model::Model& m, const std::vector<data::Batch>& all, const model::Gates* gates, bool graphed,
+                     const char* label, Visit&& visit) {
   const std::vector<data::Batch> batches = dist::owned(all);
   eval::GraphedForward forward(
       [&m, gates](const data::Batch& b) {
@@ -98,7 +105,7 @@ void for_each_logits(model::Model& m, const std::vector<data::Batch>& all, const
         if (b.attention_mask.defined() && b.attention_mask.is_cuda()) f.attention_mask_padded = true;
         return std::vector<torch::Tensor>{m.forward(b.input_ids, b.attention_mask, gates, f).logits};
       },
-      m.device(), gates == nullptr);
+      m.device(), graphed && gates == nullptr);
   Progress progress(label, static_cast<int64_t>(batches.size()), "batch");
   for (size_t k = 0; k < batches.size(); ++k) {
     const data::Batch b = batches[k].to(m.device());
@@ -108,10 +115,10 @@ void for_each_logits(model::Model& m, const std::vector<data::Batch>& all, const
   progress.finish();
 }
 
-json masked_lm(model::Model& m, const std::vector<data::Batch>& all, const model::Gates* gates) {
+json masked_lm(model::Model& m, const std::vector<data::Batch>& all, const model::Gates* gates, bool graphed) {
   double loss = 0;
   int64_t tokens = 0, correct = 0;
-  for_each_logits(m, all, gates, "eval masked LM", [&](const data::Batch& b, const torch::Tensor& logits) {
+  for_each_logits(m, all, gates, graphed, "eval masked LM", [&](const data::Batch& b, const torch::Tensor& logits) {
     const auto s = eval::task_loss_sum(model::Task::masked_lm, logits, b);
     loss += s.sum.item<double>();
     tokens += s.count.item<int64_t>();
@@ -128,11 +135,11 @@ json masked_lm(model::Model& m, const std::vector<data::Batch>& all, const model
           {"masked_tokens", tokens}};
 }
 
-json classify(model::Model& m, const std::vector<data::Batch>& all, const model::Gates* gates) {
+json classify(model::Model& m, const std::vector<data::Batch>& all, const model::Gates* gates, bool graphed) {
   eval::ClassificationMetrics metrics(m.config().num_labels);
   double loss = 0;
   int64_t count = 0;
-  for_each_logits(m, all, gates, "eval classification", [&](const data::Batch& b, const torch::Tensor& logits) {
+  for_each_logits(m, all, gates, graphed, "eval classification", [&](const data::Batch& b, const torch::Tensor& logits) {
     const auto s = eval::task_loss_sum(model::Task::sequence_classification, logits, b);
     loss += s.sum.item<double>();
     count += s.count.item<int64_t>();
@@ -164,8 +171,8 @@ json task_metrics(model::Model& m, const TaskEvalData& data, const model::Gates*
       return {{"perplexity", r.perplexity}, {"loss", r.mean_nll}, {"protocol", r.protocol()}, {"tokens_scored", r.tokens_scored},
               {"windows", r.windows}, {"context", r.context}, {"stride", r.stride}};
     }
-    case model::Task::masked_lm: return masked_lm(m, data.batches, gates);
-    case model::Task::sequence_classification: return classify(m, data.batches, gates);
+    case model::Task::masked_lm: return masked_lm(m, data.batches, gates, data.cuda_graph);
+    case model::Task::sequence_classification: return classify(m, data.batches, gates, data.cuda_graph);
     case model::Task::base: break;
   }
   throw UserError("eval: a base model has no task head to evaluate");

@@ -29,9 +29,10 @@ struct TaskEvalOptions {
   int64_t batch_size = 0;    // 0 = data.batch_size
   int64_t max_tokens = 0;    // causal LM: at most this many tokens of the split (0 = all)
   int64_t max_examples = 0;  // classification: examples; masked LM: blocks (0 = all)
+  bool cuda_graph = true;    // on a GPU, passes replay as CUDA graphs (eval::GraphedForward)
 };
 
-// {split, context, stride, batch_size, max_tokens, max_examples}, documented, with defaults: the
+// {split, context, stride, batch_size, max_tokens, max_examples, cuda_graph}, documented, with defaults: the
 // eval stage's schema starts from it, and so does prune.schedule.iterative.eval.
 recipe::SchemaBuilder task_eval_schema();
 TaskEvalOptions task_eval_options(const recipe::Value& options);
@@ -46,6 +47,7 @@ struct TaskEvalData {
   torch::Tensor stream;                  // causal LM: the split's tokens
   eval::PerplexityOptions perplexity;    // causal LM: context, stride, windows per pass
   std::vector<data::Batch> batches;      // masked LM and classification
+  bool cuda_graph = true;                // TaskEvalOptions::cuda_graph
 };
 
 // Loads the recipe's data: section (ensure_data) and draws the inputs for `m`. UserError naming

@@ -9,6 +9,7 @@
 #include <stdexcept>
 
 #include "eval/loss.h"
+#include "eval/perplexity.h"
 #include "model/model.h"
 
 using namespace secateur;
@@ -232,4 +233,76 @@ TEST(GraphedForwardCuda, InsideAndOutsideInferenceMode) {
     expect_eager_results(graphed, eager, random_batch(*m, 2, 16));
   }
   EXPECT_EQ(graphed.replays(), 3);
+}
+
+namespace {
+
+// A tiny LLaMA classifier (pad id 0) and a padded batch of it: row 1 ends in padding.
+std::shared_ptr<model::Model> tiny_llama_classifier(torch::Device device) {
+  const nlohmann::json config = {
+      {"model_type", "llama"}, {"architectures", {"LlamaForSequenceClassification"}}, {"vocab_size", 64},
+      {"hidden_size", 32}, {"num_hidden_layers", 2}, {"num_attention_heads", 4},
+      {"num_key_value_heads", 2}, {"intermediate_size", 48}, {"num_labels", 3}, {"pad_token_id", 0},
+      {"max_position_embeddings", 32}, {"tie_word_embeddings", false}};
+  torch::manual_seed(1);
+  auto m = model::build_model(model::ModelConfig::from_json(config, "test config"),
+                              torch::TensorOptions().dtype(torch::kFloat).device(device));
+  m->eval();
+  return m;
+}
+
+}  // namespace
+
+// Perplexity with its passes graphed equals perplexity run eagerly, to the last bit of the
+// double it reports (same kernels, same sums), over passes of two shapes (full batches of
+// windows and the shorter last window).
+TEST(GraphedForwardCuda, PerplexityEqualsTheEagerOne) {
+  if (!torch::cuda::is_available() || !eval::GraphedForward::compiled()) GTEST_SKIP() << "no CUDA graphs here";
+  auto m = tiny_llama(torch::kBFloat16, torch::kCUDA);
+  torch::manual_seed(5);
+  const torch::Tensor tokens = torch::randint(0, 128, {16 * 24 + 7}, torch::kLong);
+  eval::PerplexityOptions o;
+  o.context = 16;
+  o.stride = 16;
+  o.batch_size = 4;
+  o.cuda_graph = false;
+  const eval::PerplexityResult eager = eval::perplexity(*m, tokens, o);
+  o.cuda_graph = true;
+  const eval::PerplexityResult graphed = eval::perplexity(*m, tokens, o);
+  EXPECT_EQ(graphed.mean_nll, eager.mean_nll);
+  EXPECT_EQ(graphed.tokens_scored, eager.tokens_scored);
+  EXPECT_EQ(graphed.windows, eager.windows);
+}
+
+// A padded batch graphs when the caller says the mask is padded (ForwardOptions::
+// attention_mask_padded: no read of the device mask), and the replay equals the eager pass that
+// reads the mask; pooling at the last real token included.
+TEST(GraphedForwardCuda, PaddedBatchesWithTheMaskHint) {
+  if (!torch::cuda::is_available() || !eval::GraphedForward::compiled()) GTEST_SKIP() << "no CUDA graphs here";
+  auto m = tiny_llama_classifier(torch::kCUDA);
+  auto batch = [&](int64_t seed) {
+    torch::manual_seed(seed);
+    data::Batch b;
+    b.input_ids = torch::randint(1, 64, {3, 12}, torch::kLong);
+    b.attention_mask = torch::ones({3, 12}, torch::kLong);
+    b.attention_mask[1].narrow(0, 7, 5).zero_();
+    b.input_ids[1].narrow(0, 7, 5).fill_(0);
+    return b.to(torch::kCUDA);
+  };
+  eval::GraphedForward graphed(
+      [&](const data::Batch& b) {
+        model::ForwardOptions f;
+        f.attention_mask_padded = true;
+        return Outputs{m->forward(b.input_ids, b.attention_mask, nullptr, f).logits};
+      },
+      torch::kCUDA);
+  torch::NoGradGuard no_grad;
+  for (int64_t k = 0; k < 5; ++k) {
+    const data::Batch b = batch(10 + k);
+    ASSERT_TRUE(b.attention_mask.defined());
+    const torch::Tensor eager = m->forward(b.input_ids, b.attention_mask).logits;
+    EXPECT_TRUE(torch::equal(graphed(b).front(), eager)) << "call " << k;
+  }
+  EXPECT_EQ(graphed.reason(), "");
+  EXPECT_EQ(graphed.replays(), 4);  // a warm-up, then a capture that replays, then replays
 }
