@@ -10,7 +10,7 @@ Runs on the GPU machine (torch 2.11 + transformers 5.x). Cases:
                tokens/s and MFU = 2 * params * tokens / time / 989 TFLOP/s.
   bert_infer   BERT-base classification inference forward, batch 32 x 128, bf16 weights.
 Pruned shapes (--pruned): LLaMA with half the heads (whole KV groups: 16 heads, 2 KV heads,
-head_dim 64) and half the FFN (2816); BERT with 6 heads of 64 and FFN 1216 (60% removed,
+head_dim 64) and half the FFN (2816; --ffn-keep N keeps N neurons instead); BERT with 6 heads of 64 and FFN 1216 (60% removed,
 rounded to 64). HF's BertConfig cannot express 6 heads of width 64 in hidden 768, so the
 pruned BERT is built by replacing the projections of a dense one, as pruning tools do.
 """
@@ -25,11 +25,11 @@ import torch
 PEAK_BF16_FLOPS = 989e12  # H100 SXM dense bf16
 
 
-def llama_config(pruned):
+def llama_config(pruned, ffn_keep=0):
     from transformers import LlamaConfig
     return LlamaConfig(vocab_size=32000, hidden_size=2048, num_hidden_layers=22,
                        num_attention_heads=16 if pruned else 32, num_key_value_heads=2 if pruned else 4,
-                       head_dim=64, intermediate_size=2816 if pruned else 5632,
+                       head_dim=64, intermediate_size=(ffn_keep or 2816) if pruned else 5632,
                        max_position_embeddings=2048, rms_norm_eps=1e-5, tie_word_embeddings=False,
                        attn_implementation="sdpa")
 
@@ -105,7 +105,7 @@ def bench_bert_train(args):
 def bench_llama_eval(args):
     from transformers import LlamaForCausalLM
     torch.manual_seed(args.seed)
-    model = LlamaForCausalLM(llama_config(args.pruned)).to(device="cuda", dtype=torch.bfloat16).eval()
+    model = LlamaForCausalLM(llama_config(args.pruned, args.ffn_keep)).to(device="cuda", dtype=torch.bfloat16).eval()
     b, t = args.batch or 8, args.seq or 2048
     ids = torch.randint(0, 32000, (b, t), device="cuda")
 
@@ -149,6 +149,7 @@ def main():
     p.add_argument("--pruned", action="store_true")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--fused", action="store_true", help="fused AdamW (default: PyTorch's default, foreach)")
+    p.add_argument("--ffn-keep", type=int, default=0, help="llama_eval --pruned: FFN neurons kept per layer (0: half)")
     p.add_argument("--batch", type=int, default=0)
     p.add_argument("--seq", type=int, default=0)
     p.add_argument("--warmup", type=int, default=20)

@@ -2,7 +2,8 @@
 // on identical shapes, dtype and random-init weights, one JSON line per measurement.
 //
 //   speed_bench llama_eval [--pruned]   LLaMA-shaped 1.1B decoder, evaluation forward with loss,
-//                                       batch 8 × 2048, bf16: tokens/s and MFU
+//                                       batch 8 × 2048, bf16: tokens/s and MFU (--ffn-keep N: the
+//                                       pruned model keeps N FFN neurons per layer, not half)
 //   speed_bench bert_infer [--pruned]   BERT-base classifier inference, batch 32 × 128, bf16
 //   speed_bench bert_train              BERT-base classifier training step through train::Trainer
 //                                       (AdamW, bf16 autocast), batch 32 × 128: samples/s
@@ -59,6 +60,7 @@ struct Args {
   int64_t warmup = 10, steps = 60, window = 10;
   std::string estimator = "head_gradient";
   int64_t micro_batch = 2;
+  int64_t ffn_keep = 0;  // --pruned: FFN neurons kept per layer (0: LLaMA half, BERT 1216)
   std::string profile;  // Chrome trace of a few more steps after the timed ones
   int64_t profile_steps = 3;
   // --eager = off: bert_train's step, llama_eval's and bert_infer's forward run eagerly.
@@ -121,7 +123,8 @@ std::shared_ptr<model::Model> make_model(const json& config_json, bool pruned, c
     const int64_t heads = config.num_heads / 2;
     const int64_t kv = config.family == model::Family::llama ? config.num_kv_heads / 2 : heads;
     // LLaMA: half of everything. BERT: 60% of the FFN removed, rounded to a multiple of 64.
-    const int64_t ffn = config.family == model::Family::llama
+    const int64_t ffn = a.ffn_keep > 0 ? std::min(a.ffn_keep, config.intermediate_size)
+                        : config.family == model::Family::llama
                             ? config.intermediate_size / 2
                             : std::max<int64_t>(64, (config.intermediate_size * 4 / 10) / 64 * 64);
     model = surgery::prune(*model, shrink(config, kv, heads, ffn));
@@ -301,7 +304,7 @@ json grad_importance(const Args& a) {
 
 int usage() {
   std::cerr << "usage: speed_bench llama_eval|bert_infer|bert_train|grad_importance [--pruned] [--tiny] [--device cpu|cuda]\n"
-               "                   [--warmup N] [--steps N] [--window N] [--estimator NAME] [--micro-batch N]\n"
+               "                   [--warmup N] [--steps N] [--window N] [--estimator NAME] [--micro-batch N] [--ffn-keep N]\n"
                "                   [--profile TRACE.json [--profile-steps N]] [--eager]\n";
   return 2;
 }
@@ -326,6 +329,7 @@ int main(int argc, char** argv) {
     else if (arg == "--window") a.window = std::stoll(next());
     else if (arg == "--estimator") a.estimator = next();
     else if (arg == "--micro-batch") a.micro_batch = std::stoll(next());
+    else if (arg == "--ffn-keep") a.ffn_keep = std::stoll(next());
     else if (arg == "--profile") a.profile = next();
     else if (arg == "--eager") a.cuda_graph = train::CudaGraphMode::off;
     else if (arg == "--profile-steps") a.profile_steps = std::stoll(next());
