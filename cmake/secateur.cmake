@@ -47,3 +47,16 @@ function(secateur_library dir)
   endif()
   secateur_warnings(${target})
 endfunction()
+
+# secateur_torch_cuda_headers(<target>): LibTorch's CUDA headers (ATen/cuda, c10/cuda) and CUDA's
+# for a library's CUDA-only code (CUDA graphs), compiled in with SECATEUR_TORCH_CUDA=1 in CUDA
+# builds of LibTorch only.
+function(secateur_torch_cuda_headers target)
+  if(TORCH_CUDA_LIBRARIES)
+    find_package(CUDAToolkit QUIET)
+    target_compile_definitions(${target} PRIVATE SECATEUR_TORCH_CUDA=1)
+    if(CUDAToolkit_FOUND)
+      target_include_directories(${target} PRIVATE ${CUDAToolkit_INCLUDE_DIRS})
+    endif()
+  endif()
+endfunction()

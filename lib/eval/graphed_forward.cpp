@@ -2,18 +2,18 @@
 
 #include <torch/version.h>
 
-#include <array>
 #include <optional>
 #include <utility>
 
 #if defined(SECATEUR_TORCH_CUDA) && (TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4))
 #define SECATEUR_EVAL_CUDA_GRAPHS 1
-#include <ATen/autocast_mode.h>
 #include <ATen/cuda/CUDAEvent.h>
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+
+#include "eval/graph_capture.h"
 #else
 #define SECATEUR_EVAL_CUDA_GRAPHS 0
 #endif
@@ -38,72 +38,16 @@ std::string obstacle(const torch::Device& device, bool enabled) {
 
 namespace {
 
-std::array<const torch::Tensor*, 4> inputs_of(const data::Batch& b) {
-  return {&b.input_ids, &b.attention_mask, &b.token_type_ids, &b.labels};
-}
-
-// What a graph is recorded for: which inputs exist, their dtypes and sizes.
-std::vector<int64_t> signature(const data::Batch& b) {
-  std::vector<int64_t> s;
-  for (const torch::Tensor* t : inputs_of(b)) {
-    s.push_back(t->defined() ? t->dim() : -1);
-    if (!t->defined()) continue;
-    s.push_back(static_cast<int64_t>(t->scalar_type()));
-    for (int64_t d : t->sizes()) s.push_back(d);
-  }
-  return s;
-}
-
-bool on_device(const data::Batch& b, const torch::Device& device) {
-  for (const torch::Tensor* t : inputs_of(b))
-    if (t->defined() && t->device() != device) return false;
-  return true;
-}
-
-void copy_into(data::Batch& to, const data::Batch& from) {
-  auto copy = [](torch::Tensor& dst, const torch::Tensor& src) {
-    if (src.defined()) dst.copy_(src, /*non_blocking=*/true);
-  };
-  copy(to.input_ids, from.input_ids);
-  copy(to.attention_mask, from.attention_mask);
-  copy(to.token_type_ids, from.token_type_ids);
-  copy(to.labels, from.labels);
-}
-
-// Normal tensors even under InferenceMode: a later call outside it copies into them, which an
-// inference tensor refuses.
-data::Batch static_copy(const data::Batch& b) {
-  c10::InferenceMode normal_tensors(false);
-  torch::NoGradGuard no_grad;  // InferenceMode(false) turns grad mode on
-  auto c = [](const torch::Tensor& t) { return t.defined() ? t.clone() : t; };
-  return {c(b.input_ids), c(b.attention_mask), c(b.token_type_ids), c(b.labels)};
-}
+using graph_capture::copy_into;
+using graph_capture::inputs_of;
+using graph_capture::signature;
+using GraphSafeScope = graph_capture::SafeScope;
 
 // c10::Error's what() carries a C++ backtrace; the reason keeps the message.
 std::string message(const std::exception& e) {
   if (const auto* c10_error = dynamic_cast<const c10::Error*>(&e)) return c10_error->what_without_backtrace();
   return e.what();
 }
-
-// As train/cuda_graph_step.cpp: what a capture records must run the same way eagerly, so no
-// autocast cast cache (a cast cached during capture would outlive the graph's memory), and host
-// syncs raise an error when asked (a warm-up proves the function has none).
-class GraphSafeScope {
- public:
-  explicit GraphSafeScope(bool error_on_sync) : cache_(at::autocast::is_autocast_cache_enabled()) {
-    at::autocast::set_autocast_cache_enabled(false);
-    sync_mode_ = c10::cuda::warning_state().get_sync_debug_mode();
-    if (error_on_sync) c10::cuda::warning_state().set_sync_debug_mode(c10::cuda::SyncDebugMode::L_ERROR);
-  }
-  ~GraphSafeScope() {
-    c10::cuda::warning_state().set_sync_debug_mode(sync_mode_);
-    at::autocast::set_autocast_cache_enabled(cache_);
-  }
-
- private:
-  bool cache_;
-  c10::cuda::SyncDebugMode sync_mode_;
-};
 
 torch::Device with_index(const torch::Device& d) {
   if (!d.is_cuda() || d.has_index()) return d;
@@ -182,7 +126,7 @@ struct GraphedForward::Impl {
 
   // Records the function on the shape's input buffers; false (and eager for good) when it fails.
   bool capture(Shape& s, const data::Batch& b) {
-    s.inputs = static_copy(b);
+    s.inputs = graph_capture::input_buffers(b);
     auto graph = std::make_unique<at::cuda::CUDAGraph>();
     bool ended = false;
     try {

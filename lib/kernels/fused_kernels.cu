@@ -44,32 +44,18 @@ struct alignas(sizeof(T) * N) Pack {
 };
 
 // Packs of 16 bytes or a multiple go through uint4 (one 16-byte access each, whatever T is; the
-// memcpy is register moves), smaller ones (N = 1) through T.
-template <typename T, int N>
+// memcpy is register moves), smaller ones (N = 1) through T. kReadOnly: through the read-only
+// cache (__ldg), for inputs; false: the coherent path, for data this kernel wrote (the read-only
+// cache may not see a store of the same kernel).
+template <typename T, int N, bool kReadOnly = true>
 __device__ __forceinline__ Pack<T, N> load(const T* p) {
   Pack<T, N> out;
   if constexpr (sizeof(Pack<T, N>) % 16 == 0) {
     constexpr int kChunks = static_cast<int>(sizeof(Pack<T, N>) / 16);
+    const uint4* chunks = reinterpret_cast<const uint4*>(p);
     uint4 raw[kChunks];
 #pragma unroll
-    for (int i = 0; i < kChunks; ++i) raw[i] = __ldg(reinterpret_cast<const uint4*>(p) + i);
-    memcpy(&out, raw, sizeof(out));
-  } else {
-    out = *reinterpret_cast<const Pack<T, N>*>(p);
-  }
-  return out;
-}
-
-// The same through the coherent path, for data this kernel wrote (__ldg's read-only cache may not
-// see a store of the same kernel).
-template <typename T, int N>
-__device__ __forceinline__ Pack<T, N> load_written(const T* p) {
-  Pack<T, N> out;
-  if constexpr (sizeof(Pack<T, N>) % 16 == 0) {
-    constexpr int kChunks = static_cast<int>(sizeof(Pack<T, N>) / 16);
-    uint4 raw[kChunks];
-#pragma unroll
-    for (int i = 0; i < kChunks; ++i) raw[i] = reinterpret_cast<const uint4*>(p)[i];
+    for (int i = 0; i < kChunks; ++i) raw[i] = kReadOnly ? __ldg(chunks + i) : chunks[i];
     memcpy(&out, raw, sizeof(out));
   } else {
     out = *reinterpret_cast<const Pack<T, N>*>(p);
@@ -381,7 +367,7 @@ __global__ void __launch_bounds__(kThreads)
     }
     const float rstd = rsqrtf(block_sum(squares, shared) / static_cast<float>(cols) + eps);
     for (int64_t p = threadIdx.x; p < packs; p += blockDim.x) {
-      const Pack<scalar_t, N> s = load_written<scalar_t, N>(sum + row + p * N);
+      const Pack<scalar_t, N> s = load<scalar_t, N, /*kReadOnly=*/false>(sum + row + p * N);
       const Pack<scalar_t, N> w = load<scalar_t, N>(weight + p * N);
       Pack<scalar_t, N> o;
 #pragma unroll

@@ -9,12 +9,13 @@
 
 #if defined(SECATEUR_TORCH_CUDA) && (TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4))
 #define SECATEUR_CUDA_GRAPHS 1
-#include <ATen/autocast_mode.h>
 #include <ATen/cuda/CUDAEvent.h>
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+
+#include "eval/graph_capture.h"
 #else
 #define SECATEUR_CUDA_GRAPHS 0
 #endif
@@ -37,50 +38,9 @@ std::string CudaGraphStep::obstacle(const StepTraits& s) {
 
 namespace {
 
-// The shapes a captured graph was recorded for: which inputs exist and their sizes.
-std::vector<int64_t> signature(const data::Batch& b) {
-  std::vector<int64_t> s;
-  for (const torch::Tensor* t : {&b.input_ids, &b.attention_mask, &b.token_type_ids, &b.labels}) {
-    s.push_back(t->defined() ? t->dim() : -1);
-    if (t->defined())
-      for (int64_t d : t->sizes()) s.push_back(d);
-  }
-  return s;
-}
-
-void copy_into(data::Batch& to, const data::Batch& from) {
-  auto copy = [](torch::Tensor& dst, const torch::Tensor& src) {
-    if (src.defined()) dst.copy_(src, /*non_blocking=*/true);
-  };
-  copy(to.input_ids, from.input_ids);
-  copy(to.attention_mask, from.attention_mask);
-  copy(to.token_type_ids, from.token_type_ids);
-  copy(to.labels, from.labels);
-}
-
-data::Batch clone(const data::Batch& b) {
-  auto c = [](const torch::Tensor& t) { return t.defined() ? t.clone() : t; };
-  return {c(b.input_ids), c(b.attention_mask), c(b.token_type_ids), c(b.labels)};
-}
-
-// Everything a capture records must run the same way eagerly: no autocast cast cache (a cached
-// cast made during capture would outlive the graph's memory), errors on host syncs when asked.
-class GraphSafeScope {
- public:
-  explicit GraphSafeScope(bool error_on_sync) : cache_(at::autocast::is_autocast_cache_enabled()) {
-    at::autocast::set_autocast_cache_enabled(false);
-    sync_mode_ = c10::cuda::warning_state().get_sync_debug_mode();
-    if (error_on_sync) c10::cuda::warning_state().set_sync_debug_mode(c10::cuda::SyncDebugMode::L_ERROR);
-  }
-  ~GraphSafeScope() {
-    c10::cuda::warning_state().set_sync_debug_mode(sync_mode_);
-    at::autocast::set_autocast_cache_enabled(cache_);
-  }
-
- private:
-  bool cache_;
-  c10::cuda::SyncDebugMode sync_mode_;
-};
+using eval::graph_capture::copy_into;
+using eval::graph_capture::signature;
+using GraphSafeScope = eval::graph_capture::SafeScope;
 
 }  // namespace
 
@@ -221,7 +181,7 @@ struct CudaGraphStep::Impl {
   }
 
   void capture_step(const std::vector<data::Batch>& batches) {
-    inputs = clone(batches.front());
+    inputs = eval::graph_capture::input_buffers(batches.front());
     captured_shapes = signature(inputs);
     // The sums are zero here (reset before every step), so a capture's add is the first add.
     {
