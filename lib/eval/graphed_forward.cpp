@@ -43,6 +43,12 @@ using graph_capture::inputs_of;
 using graph_capture::signature;
 using GraphSafeScope = graph_capture::SafeScope;
 
+bool on_device(const data::Batch& b, const torch::Device& device) {
+  for (const torch::Tensor* t : inputs_of(b))
+    if (t->defined() && t->device() != device) return false;
+  return true;
+}
+
 // c10::Error's what() carries a C++ backtrace; the reason keeps the message.
 std::string message(const std::exception& e) {
   if (const auto* c10_error = dynamic_cast<const c10::Error*>(&e)) return c10_error->what_without_backtrace();
