@@ -121,8 +121,11 @@ torch::Tensor LlamaModel::layer_forward(int64_t l, torch::Tensor x, const Pass& 
 
 bool LlamaModel::fuses_residual_norms(const torch::Tensor& x, const Gates* gates, const ForwardOptions& options) const {
   // Only plain inference: gates scale the branches and hidden dims, taps and hidden states observe
-  // the stream between the add and the norm, a resumed pass starts mid-stream.
-  if (gates || options.output_hidden_states || options.start_hidden.defined() || current_tap()) return false;
+  // the stream between the add and the norm, a resumed pass starts mid-stream, and a pass with
+  // gradients (say, of LoRA weights under autocast while the model is frozen) keeps autograd's ops.
+  if (torch::GradMode::is_enabled() || gates || options.output_hidden_states || options.start_hidden.defined() ||
+      current_tap())
+    return false;
   std::vector<torch::Tensor> inputs{x, final_norm_};
   for (const Layer& layer : layers_)
     for (const torch::Tensor& w : {layer.attn_norm, layer.mlp_norm})
@@ -141,6 +144,10 @@ torch::Tensor LlamaModel::fused_layers(torch::Tensor x, const Pass& pass) const 
   const double eps = config_.norm_eps;
   torch::Tensor pending;
   auto add_and_norm = [&](const torch::Tensor& weight) {
+    if (pending.defined() && pending.scalar_type() != x.scalar_type()) {  // autocast: the add promotes
+      x = x + pending;
+      pending = torch::Tensor();
+    }
     if (!pending.defined()) return fn::rms_norm(x, weight, eps);
     kernels::AddRmsNorm r = kernels::add_rms_norm(x, pending, weight, eps);
     x = std::move(r.sum);

@@ -7,6 +7,7 @@
 #include "model/model.h"
 #include "model/prunable.h"
 #include "model_test_util.h"
+#include "train/autocast.h"
 
 namespace secateur::model {
 namespace {
@@ -99,6 +100,30 @@ TEST(Heterogeneous, CudaFusedResidualNormsMatchTheLayerByLayerPass) {
               tolerance);
     EXPECT_EQ(fused.logits.scalar_type(), dtype);
   }
+}
+
+// Under bf16 autocast (fp32 weights, bf16 branch outputs) the add promotes to fp32 as in the
+// layer-by-layer pass instead of handing the kernel two dtypes; with gradients on, no fusion.
+TEST(Heterogeneous, CudaFusedResidualNormsUnderAutocastAndWithGradients) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  torch::manual_seed(4);
+  const auto model = build_model(ModelConfig::from_json(heterogeneous_llama()));
+  model->eval();
+  model->to(torch::kCUDA, torch::kFloat);
+  const torch::Tensor ids = torch::randint(0, 64, {2, 9}, torch::kLong).cuda();
+  ForwardOptions layer_by_layer;
+  layer_by_layer.output_hidden_states = true;
+  {
+    torch::NoGradGuard no_grad;
+    train::AutocastScope autocast(true);
+    const torch::Tensor fused = model->forward(ids).logits.to(torch::kFloat);
+    const torch::Tensor plain = model->forward(ids, {}, nullptr, layer_by_layer).logits.to(torch::kFloat);
+    EXPECT_LE((fused - plain).abs().max().item<double>(), 1e-5);
+  }
+  const torch::Tensor with_grad = model->forward(ids).logits;
+  EXPECT_TRUE(with_grad.requires_grad());
+  with_grad.sum().backward();
+  EXPECT_TRUE(model->hf_parameter("model.layers.0.input_layernorm.weight").grad().defined());
 }
 
 TEST(Heterogeneous, RoundTripsThroughBlockConfigs) {
